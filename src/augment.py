@@ -1,0 +1,147 @@
+"""Batched multi-view augmentation for the CLIP-NCE queries (paper: K = 8 random-perspective views).
+
+The official code loops over views in Python and draws one parameter set per call for the whole batch. Here
+all B*K views get their own parameters from one batched kornia call. Extra inputs (e.g. the source image)
+can be warped with exactly the same per-view parameters. The factories below are Hydra targets
+(``_target_: src.augment.perspective``) with plain arguments; ``fill`` is a value in the image's own [-1, 1]
+space (0 = mid grey, the official border fill).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kornia.augmentation as K
+import torch
+from kornia.geometry.transform import warp_perspective
+from torch import Tensor, nn
+
+
+class MultiView(nn.Module):
+    """K augmented views per image, parameters drawn per sample for all B*K views in one batched kornia call."""
+
+    def __init__(self, transform: nn.Module | None, num_views: int = 8):
+        super().__init__()
+        if num_views < 1:
+            raise ValueError(f"num_views must be >= 1, got {num_views}")
+        self.transform = transform  # a kornia augmentation (forward_parameters + forward(x, params)) or None
+        self.num_views = num_views
+
+    def forward(self, x: Tensor, *others: Tensor) -> Tensor | tuple[Tensor, ...]:
+        """x (B, C, H, W) -> (B, K, C, H, W); each extra (B, C', H, W) input gets the same per-view warp.
+
+        Inputs are concatenated on the channel axis so one draw and one warp serve them all; this is exact for
+        geometric transforms (channel-independent). Intensity transforms get the same parameters per input.
+        """
+        assert x.ndim == 4, f"expected (B, C, H, W), got {tuple(x.shape)}"
+        b, k = x.shape[0], self.num_views
+        for o in others:
+            assert o.ndim == 4 and o.shape[0] == b and o.shape[-2:] == x.shape[-2:], (
+                f"extra input {tuple(o.shape)} does not match {tuple(x.shape)} in batch and size"
+            )
+        inputs = [
+            t.repeat_interleave(k, dim=0) for t in (x, *others)
+        ]  # each (B*K, C_i, H, W), view-major per image
+        if self.transform is not None:
+            inputs = self._augment(inputs)
+        views = tuple(t.reshape(b, k, *t.shape[1:]) for t in inputs)  # each (B, K, C_i, H, W)
+        return views if others else views[0]
+
+    def _augment(self, inputs: list[Tensor]) -> list[Tensor]:
+        if len(inputs) > 1 and isinstance(self.transform, K.IntensityAugmentationBase2D):
+            params = self.transform.forward_parameters(inputs[0].shape)  # one draw, applied to each input
+            return [self.transform(t, params=params) for t in inputs]
+        stacked = torch.cat(inputs, dim=1) if len(inputs) > 1 else inputs[0]  # (B*K, sum C_i, H, W)
+        params = self.transform.forward_parameters(stacked.shape)  # per-sample: B*K parameter sets
+        out = self.transform(stacked, params=params)
+        return list(out.split([t.shape[1] for t in inputs], dim=1))
+
+    def extra_repr(self) -> str:
+        return f"num_views={self.num_views}"
+
+
+class _FilledPerspective(K.RandomPerspective):
+    """RandomPerspective whose outside area is a constant (kornia's own class only pads with zeros)."""
+
+    def __init__(self, distortion_scale: float, fill: float, **kwargs: Any):
+        super().__init__(distortion_scale, **kwargs)
+        self.fill = float(fill)
+
+    def apply_transform(
+        self, input: Tensor, params: dict[str, Tensor], flags: dict[str, Any], transform: Tensor | None = None
+    ) -> Tensor:
+        fill = torch.tensor([self.fill], device=input.device, dtype=input.dtype)  # broadcast to every channel
+        return warp_perspective(
+            input,
+            transform,
+            tuple(input.shape[-2:]),
+            mode=flags["resample"].name.lower(),
+            align_corners=flags["align_corners"],
+            padding_mode="fill",
+            fill_value=fill,
+        )
+
+
+class _ResizedCropToInput(nn.Module):
+    """kornia RandomResizedCrop whose output size is the input's size (known only at call time)."""
+
+    def __init__(self, scale: tuple[float, float], ratio: tuple[float, float]):
+        super().__init__()
+        self.scale, self.ratio = tuple(scale), tuple(ratio)
+        self.crops = nn.ModuleDict()  # "HxW" -> kornia augmentation, built on first use
+
+    def _crop(self, height: int, width: int) -> K.RandomResizedCrop:
+        key = f"{height}x{width}"
+        if key not in self.crops:
+            # "resample" crops all samples with one batched warp (slice mode loops over samples).
+            self.crops[key] = K.RandomResizedCrop(
+                (height, width), scale=self.scale, ratio=self.ratio, p=1.0, cropping_mode="resample"
+            )
+        return self.crops[key]
+
+    def forward_parameters(self, batch_shape: torch.Size) -> dict[str, Tensor]:
+        return self._crop(*batch_shape[-2:]).forward_parameters(batch_shape)
+
+    def forward(self, x: Tensor, params: dict[str, Tensor] | None = None) -> Tensor:
+        return self._crop(*x.shape[-2:])(x, params=params)
+
+
+def perspective(distortion: float = 0.5, fill: float = 0.0) -> nn.Module:
+    """Random perspective (torchvision semantics: corners move inward by up to distortion/2 of the size)."""
+    if fill == 0.0:  # zero padding is the fill 0 (mid grey) and skips the extra mask warp
+        return K.RandomPerspective(distortion_scale=distortion, p=1.0, same_on_batch=False)
+    return _FilledPerspective(distortion, fill, p=1.0, same_on_batch=False)
+
+
+def affine(
+    degrees: float = 15,
+    translate: float = 0.1,
+    scale: tuple = (0.9, 1.1),
+    shear: float = 5,
+    fill: float = 0.0,
+) -> nn.Module:
+    """Random rotation (+-degrees), translation (fraction of size), scale and x-shear (+-shear degrees)."""
+    pad = (
+        {"padding_mode": "zeros"}
+        if fill == 0.0
+        else {"padding_mode": "fill", "fill_value": torch.tensor([fill])}
+    )
+    return K.RandomAffine(
+        degrees=degrees,
+        translate=(translate, translate),
+        scale=tuple(scale),
+        shear=shear,
+        p=1.0,
+        same_on_batch=False,
+        **pad,
+    )
+
+
+def crop(scale: tuple = (0.5, 1.0), ratio: tuple = (0.75, 1.333)) -> nn.Module:
+    """Random crop (area fraction ``scale``, aspect ``ratio``) resized back to the input size."""
+    return _ResizedCropToInput(scale, ratio)
+
+
+def none() -> None:
+    """No augmentation: MultiView returns K identical copies."""
+    return None

@@ -1,0 +1,48 @@
+"""Turn a composed config into the objects of a run (shared by train, eval, edit and bench)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from src.data.latents import LatentDataModule
+from src.module import CFCLIPModule
+
+
+def to_container(cfg: DictConfig | dict) -> dict:
+    """A plain, resolved dict (what run checkpoints store: loadable with weights_only=True)."""
+    if isinstance(cfg, DictConfig):
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
+    return dict(cfg)
+
+
+def build(cfg: DictConfig) -> tuple[CFCLIPModule, LatentDataModule]:
+    """Generator, CLIP, prompt, mapper (sized from them), loss, augmentation, optimizer -> module + data."""
+    generator = instantiate(cfg.domain.generator)
+    clip = instantiate(cfg.domain.clip)
+    prompt = instantiate(cfg.prompt)
+    mapper = instantiate(cfg.model.mapper)(n_latent=generator.n_latent, latent_dim=generator.style_dim,
+                                           text_dim=clip.embed_dim)
+    module = CFCLIPModule(
+        generator=generator, clip=clip, mapper=mapper, loss=instantiate(cfg.loss), augment=instantiate(cfg.aug),
+        prompt=prompt, optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.get("scheduler")),
+        step_size=cfg.model.step_size, augment_source=cfg.model.augment_source, config=plain_config(cfg),
+    )
+    datamodule = instantiate(cfg.data)
+    datamodule.attach_generator(generator)
+    return module, datamodule
+
+
+def plain_config(cfg: DictConfig) -> dict[str, Any]:
+    """The run's config without Hydra's own node, resolved (hydra: interpolations included)."""
+    cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]) if isinstance(cfg, DictConfig) else cfg
+    return to_container(cfg)
+
+
+def instantiate_dict(cfg: DictConfig | None) -> list[Any]:
+    """Instantiate every non-null entry of a dict of configs (loggers, callbacks)."""
+    if not cfg:
+        return []
+    return [instantiate(node) for node in cfg.values() if node is not None and "_target_" in node]

@@ -1,0 +1,10 @@
+"""Loss terms (one file per family) and their weighted sum."""
+
+from src.losses.base import LossSum, LossTerm, StepContext, TextFeatures
+from src.losses.clip import CLIPNCELoss, DirectionalCLIPLoss, GlobalCLIPLoss, clip_nce
+from src.losses.regularizers import ConvEmbedder, IdentityLoss, LatentL2Loss, PerceptualLoss
+
+__all__ = [
+    "CLIPNCELoss", "ConvEmbedder", "DirectionalCLIPLoss", "GlobalCLIPLoss", "IdentityLoss", "LatentL2Loss",
+    "LossSum", "LossTerm", "PerceptualLoss", "StepContext", "TextFeatures", "clip_nce",
+]

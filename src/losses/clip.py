@@ -1,0 +1,99 @@
+"""CLIP-guided loss terms: global (StyleCLIP), directional (StyleGAN-NADA) and CLIP-NCE (CF-CLIP, Eq. 2-4)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from src.losses.base import LossTerm, StepContext, normalize
+
+
+class GlobalCLIPLoss(LossTerm):
+    """1 - cos(E_I(x_hat), E_T(target)); with ``use_templates`` the target is the template mean."""
+
+    requires = frozenset({"images", "edit_features"})
+
+    def __init__(self, weight: float = 1.0, use_templates: bool = False):
+        super().__init__(weight)
+        self.use_templates = use_templates
+
+    def forward(self, ctx: StepContext) -> torch.Tensor:
+        text = normalize(ctx.text.target_templates.mean(0)) if self.use_templates else ctx.text.target
+        return (1 - ctx.need("edit_features") @ text).mean()
+
+
+class DirectionalCLIPLoss(LossTerm):
+    """1 - cos(E_I(x_hat) - E_I(x), E_T(target) - E_T(source)): the edit must move along the text direction.
+
+    ``use_views`` measures the image direction on the augmented views instead of the plain edited image.
+    """
+
+    requires = frozenset({"images", "edit_features"})
+
+    def __init__(self, weight: float = 1.0, use_templates: bool = True, use_views: bool = False):
+        super().__init__(weight)
+        self.use_templates = use_templates
+        self.use_views = use_views
+        if use_views:
+            self.requires = frozenset({"images", "view_features"})
+
+    def forward(self, ctx: StepContext) -> torch.Tensor:
+        t = ctx.text
+        if self.use_templates:
+            text_dir = normalize(t.target_templates.mean(0) - t.source_templates.mean(0))
+        else:
+            text_dir = normalize(t.target - t.source)
+        if self.use_views:
+            img_dir = normalize(ctx.need("view_features") - ctx.need("src_view_features"))  # (B, K, E)
+        else:
+            img_dir = normalize(ctx.need("edit_features") - ctx.need("src_features"))  # (B, E)
+        return (1 - img_dir @ text_dir).mean()
+
+
+class CLIPNCELoss(LossTerm):
+    """CF-CLIP's contrastive loss on K augmented views (tau 0.1, official weight 0.3).
+
+    query q_k = n(E_I(aug_k(x_hat)) - E_I(x)); positives p1 = n(mean_t T(target) - mean_t T(source)) and
+    p2 = n(mean_t T(target) - E_I(x)); negatives n_t = n(T_t(source) - E_I(x)) for every template t.
+    ``form="official"``: one cross-entropy per positive over [positive, negatives] (what the authors' code
+    does, confirmed by them). ``form="paper"``: both positives share one denominator, as the paper's equation.
+    ``negatives_from="first_image"`` reproduces the official bug of using only the batch's first source image.
+    """
+
+    requires = frozenset({"images", "view_features"})
+
+    def __init__(self, weight: float = 0.3, temperature: float = 0.1, form: str = "official",
+                 negatives_from: str = "each_image"):
+        super().__init__(weight)
+        if form not in ("official", "paper"):
+            raise ValueError(f"clip_nce form must be 'official' or 'paper', got {form!r}")
+        if negatives_from not in ("each_image", "first_image"):
+            raise ValueError(f"negatives_from must be 'each_image' or 'first_image', got {negatives_from!r}")
+        self.temperature = temperature
+        self.form = form
+        self.negatives_from = negatives_from
+
+    def forward(self, ctx: StepContext) -> torch.Tensor:
+        t = ctx.text
+        src = ctx.need("src_features")  # (B, E)
+        query = normalize(ctx.need("view_features") - ctx.need("src_view_features"))  # (B, K, E)
+        tgt_mean = t.target_templates.mean(0)  # (E,), not re-normalised (as the official code)
+        pos1 = normalize(tgt_mean - t.source_templates.mean(0)).expand_as(src)  # (B, E)
+        pos2 = normalize(tgt_mean - src)  # (B, E)
+        neg_src = src[:1].expand_as(src) if self.negatives_from == "first_image" else src
+        negs = normalize(t.source_templates[None] - neg_src[:, None])  # (B, T, E)
+        return clip_nce(query, torch.stack([pos1, pos2], dim=1), negs, self.temperature, self.form)
+
+
+def clip_nce(query: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, temperature: float,
+             form: str = "official") -> torch.Tensor:
+    """InfoNCE of queries (B, K, E) against positives (B, P, E) and negatives (B, N, E), all unit vectors."""
+    pos = torch.einsum("bke,bpe->bkp", query, positives) / temperature  # (B, K, P)
+    neg = torch.einsum("bke,bne->bkn", query, negatives) / temperature  # (B, K, N)
+    if form == "official":
+        # one row per (query, positive): logits [pos_p, negatives], label 0
+        logits = torch.cat([pos.unsqueeze(-1), neg.unsqueeze(2).expand(-1, -1, pos.shape[-1], -1)], dim=-1)
+        return F.cross_entropy(logits.flatten(0, 2), logits.new_zeros(logits[..., 0].numel(), dtype=torch.long))
+    # paper: -log(exp(pos_p) / (sum_p exp(pos_p) + sum_n exp(neg_n))), averaged over p
+    denom = torch.logsumexp(torch.cat([pos, neg], dim=-1), dim=-1, keepdim=True)  # (B, K, 1)
+    return (denom - pos).mean()

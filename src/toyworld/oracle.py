@@ -1,0 +1,170 @@
+"""The toyfaces oracle: an attribute reader independent of CLIP, used only to evaluate edits.
+
+A small multi-head CNN (one softmax head per attribute over natural + counterfactual values, plus a
+"valid face" logit trained on renders vs corrupted images), trained on renders generated on the fly.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, uniform_rates
+from src.toyworld.pool import RenderPool, heldout_scenes
+from src.toyworld.render import render_batch
+
+ORACLE_SIZE = 64  # input resolution; other sizes are resized
+EYEBROWS_FOLLOW_HAIR = 0.5  # decorrelate eyebrows from hair so the oracle looks at the eyebrows
+
+
+def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True))
+
+
+class Oracle(nn.Module):
+    """Multi-head CNN on images in [-1, 1] (N, 3, H, W); heads named by LABEL_ATTRIBUTES, plus 'valid'."""
+
+    def __init__(self, width: int = 16) -> None:
+        super().__init__()
+        w = width
+        self.body = nn.Sequential(
+            nn.Conv2d(3, w, 4, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(True),  # 32x32
+            _block(w, w, 1),
+            _block(w, 2 * w, 2), _block(2 * w, 2 * w, 1),  # 16x16
+            _block(2 * w, 4 * w, 2), _block(4 * w, 4 * w, 1),  # 8x8
+        )  # fmt: skip
+        feat = 8 * w  # average and max pooled
+        self.heads = nn.ModuleDict({n: nn.Linear(feat, len(SCHEMA[n].values)) for n in LABEL_ATTRIBUTES})
+        self.valid_head = nn.Linear(feat, 1)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled features (N, 8*width), e.g. for KID between edited and real renders."""
+        assert images.ndim == 4 and images.shape[1] == 3, f"expected (N,3,H,W), got {tuple(images.shape)}"
+        if images.shape[-1] != ORACLE_SIZE or images.shape[-2] != ORACLE_SIZE:
+            images = F.interpolate(images, size=(ORACLE_SIZE, ORACLE_SIZE), mode="bilinear", antialias=True)
+        h = self.body(images)
+        return torch.cat([h.mean((2, 3)), h.amax((2, 3))], dim=1)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Logits per attribute (N, n_values) and 'valid' (N,)."""
+        f = self.features(images)
+        out = {n: head(f) for n, head in self.heads.items()}
+        out["valid"] = self.valid_head(f).squeeze(1)
+        return out
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, batch: int = 512) -> dict[str, torch.Tensor]:
+        """Predicted value index per attribute (LongTensor (N,), index into SCHEMA[attr].values)."""
+        outs = [self(images[i : i + batch]) for i in range(0, len(images), batch)]
+        return {n: torch.cat([o[n] for o in outs]).argmax(1) for n in LABEL_ATTRIBUTES}
+
+    @torch.no_grad()
+    def valid_prob(self, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
+        """Probability (N,) that each image is a well-formed face."""
+        return torch.cat([torch.sigmoid(self(images[i : i + batch])["valid"]) for i in range(0, len(images), batch)])
+
+
+def corrupt(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Invalid faces from valid ones: smooth noise, tile shuffles, two-face blends, upside-down faces."""
+    n, c, h, w = images.shape
+    kind = torch.randint(4, (n,), generator=generator)
+    blobs = torch.randn(n, c, 4, 4, generator=generator)
+    noise = F.interpolate(blobs, size=(h, w), mode="bilinear").clamp(-1, 1)
+    tiles = images.unfold(2, h // 4, h // 4).unfold(3, w // 4, w // 4).reshape(n, c, 16, h // 4, w // 4)
+    tiles = tiles[:, :, torch.randperm(16, generator=generator)].reshape(n, c, 4, 4, h // 4, w // 4)
+    shuffled = tiles.permute(0, 1, 2, 4, 3, 5).reshape(n, c, h, w)
+    blend = 0.5 * images + 0.5 * images.roll(1, 0).roll(h // 6, 3)
+    flipped = images.flip(2)
+    options = torch.stack([noise, shuffled, blend, flipped])  # (4, N, C, H, W)
+    return options[kind, torch.arange(n)]
+
+
+def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mild degradations a generator's output may show (blur, noise), so the oracle reads reconstructions."""
+    n = images.shape[0]
+    blurred = F.avg_pool2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), 3, 1)
+    mix = torch.rand(n, 1, 1, 1, generator=generator) * (torch.rand(n, 1, 1, 1, generator=generator) < 0.4)
+    images = images + mix * (blurred - images)
+    sigma = 0.03 * torch.rand(n, 1, 1, 1, generator=generator)
+    return (images + sigma * torch.randn(images.shape, generator=generator)).clamp(-1, 1)
+
+
+@torch.no_grad()
+def evaluate_oracle(model: Oracle, n: int = 1000, seed: int = 0, device: str = "cpu") -> dict[str, float]:
+    """Held-out accuracy per attribute (uniform attributes, reserved seeds) and valid-head accuracy."""
+    attrs, seeds = heldout_scenes(n, uniform_rates(), EYEBROWS_FOLLOW_HAIR, seed)
+    images = render_batch(attrs, seeds).to(device)
+    labels = torch.from_numpy(np.stack([a.encode() for a in attrs])).to(device)
+    model.eval()
+    pred = model.predict(images)
+    metrics = {f"acc/{a}": (pred[a] == labels[:, i]).float().mean().item() for i, a in enumerate(LABEL_ATTRIBUTES)}
+    metrics["acc/mean"] = float(np.mean([metrics[f"acc/{a}"] for a in LABEL_ATTRIBUTES]))
+    metrics["acc/all_correct"] = (
+        torch.stack([pred[a] == labels[:, i] for i, a in enumerate(LABEL_ATTRIBUTES)]).all(0).float().mean().item()
+    )
+    g = torch.Generator().manual_seed(seed)
+    bad = corrupt(images.cpu(), g).to(device)
+    metrics["valid/real"] = (model.valid_prob(images) > 0.5).float().mean().item()
+    metrics["valid/corrupt_rejected"] = (model.valid_prob(bad) <= 0.5).float().mean().item()
+    return metrics
+
+
+def train_oracle(
+    num_steps: int = 1500,
+    batch: int = 128,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+    width: int = 16,
+    lr: float = 3e-3,
+    pool_size: int = 8192,
+    refresh_per_step: int = 16,
+    eval_size: int = 1000,
+    bf16: bool = True,
+) -> tuple[Oracle, dict[str, float]]:
+    """Train an oracle on a refreshed pool of uniformly-sampled renders; returns (model in eval mode, held-out
+    metrics). A quarter of each batch is corrupted into invalid faces for the valid head; bf16 autocast
+    on CPU roughly doubles speed."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    pool = RenderPool(pool_size, uniform_rates(), EYEBROWS_FOLLOW_HAIR, seed=seed)
+    model = Oracle(width).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=max(1, num_steps), pct_start=0.15)
+    n_bad = batch // 4
+    model.train()
+    for step in range(num_steps):
+        pool.refresh(refresh_per_step)
+        x, y = pool.sample(batch, g)
+        x = augment(x, g)
+        x = torch.cat([x, corrupt(x[:n_bad], g)]).to(device)
+        y = y.to(device)
+        is_valid = torch.cat([torch.ones(batch), torch.zeros(n_bad)]).to(device)
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
+            out = {k: v.float() for k, v in model(x).items()}
+        loss = sum(F.cross_entropy(out[a][:batch], y[:, i]) for i, a in enumerate(LABEL_ATTRIBUTES))
+        loss = loss + F.binary_cross_entropy_with_logits(out["valid"], is_valid)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if progress and (step % 100 == 0 or step == num_steps - 1):
+            print(f"oracle step {step}/{num_steps} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f}s)")
+    model.eval()
+    metrics = evaluate_oracle(model, eval_size, seed=seed, device=device)
+    metrics["train_seconds"] = time.perf_counter() - t0
+    metrics["steps"] = float(num_steps)
+    if progress:
+        print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+    return model, metrics
+
+
+def region_stats(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Mean RGB (float, 0-255) of a uint8 HxWx3 image inside each non-empty mask: a CLIP-free cross-check."""
+    img = np.asarray(image, dtype=np.float64)
+    return {name: img[m].mean(0) for name, m in masks.items() if m.any()}

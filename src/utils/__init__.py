@@ -1,0 +1,1 @@
+"""Small utilities for the entry points (logging set-up, config hygiene)."""

@@ -1,0 +1,63 @@
+"""Every option of every config group composes, and the parts instantiate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra.utils import instantiate
+
+from tests.conftest import CONF, compose_train
+
+GROUPS = ["domain", "prompt", "loss", "aug", "model", "optimizer", "data", "trainer", "logger", "callbacks",
+          "experiment", "debug"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (Path(CONF) / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in options(g)])
+def test_every_option_composes(group, option, tmp_path):
+    overrides = [f"{group}={option}"]
+    if group == "prompt" and option == "custom":
+        overrides.append("prompt.target='a face with a beard'")
+    cfg = compose_train(overrides, tmp_path)
+    assert cfg.task_name == "train"
+    if group not in ("experiment", "debug"):  # global packages: merged into the root
+        assert cfg[group] is not None
+
+
+def test_user_command_composes(tmp_path):
+    cfg = compose_train(["loss=clip_nce", "aug=perspective", "prompt=elf_ears"], tmp_path)
+    assert cfg.loss.terms.clip_nce.weight == 0.3
+    assert cfg.aug.transform.distortion == 0.5 and cfg.aug.num_views == 8
+    assert cfg.prompt.target == "elf ears"
+
+
+@pytest.mark.parametrize("aug", options("aug"))
+def test_augmentations_instantiate(aug, tmp_path):
+    cfg = compose_train([f"aug={aug}"], tmp_path)
+    assert instantiate(cfg.aug).num_views == cfg.aug.num_views
+
+
+@pytest.mark.parametrize("loss", options("loss"))
+def test_losses_instantiate_with_domain_regularizers(loss, tmp_path):
+    cfg = compose_train([f"loss={loss}", "domain=tiny"], tmp_path)
+    total = instantiate(cfg.loss)
+    assert "latent_l2" in total.terms and "identity" in total.terms
+
+
+def test_optimizers_instantiate(tmp_path):
+    import torch
+
+    for opt in options("optimizer"):
+        cfg = compose_train([f"optimizer={opt}"], tmp_path)
+        optimizer = instantiate(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(2))])
+        assert optimizer.param_groups[0]["lr"] == 0.5
+
+
+def test_slurm_launcher_config_composes(tmp_path):
+    cfg = compose_train(["hydra/launcher=slurm"], tmp_path)
+    assert cfg.hydra.launcher.gpus_per_node == 1
+    assert "submitit" in cfg.hydra.launcher._target_

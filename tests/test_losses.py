@@ -1,0 +1,133 @@
+"""Loss terms against hand-computed values on small vectors, and their invariances."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from src.losses import (CLIPNCELoss, DirectionalCLIPLoss, GlobalCLIPLoss, LatentL2Loss, LossSum, StepContext,
+                        TextFeatures, clip_nce)
+
+
+def unit(*v: float) -> torch.Tensor:
+    return F.normalize(torch.tensor(v, dtype=torch.float32), dim=-1)
+
+
+def text_features(target, source, t_templates=None, s_templates=None) -> TextFeatures:
+    return TextFeatures(target=target, source=source,
+                        target_templates=target[None] if t_templates is None else t_templates,
+                        source_templates=source[None] if s_templates is None else s_templates)
+
+
+def ctx_with(**kw) -> StepContext:
+    w = kw.pop("w", torch.zeros(1, 2, 3))
+    return StepContext(w=w, w_hat=kw.pop("w_hat", w.clone()), **kw)
+
+
+def test_global_clip_is_one_minus_cosine():
+    edit = unit(1, 1, 0)[None]
+    text = text_features(unit(1, 0, 0), unit(0, 0, 1))
+    loss = GlobalCLIPLoss()(ctx_with(text=text, edit_features=edit))
+    assert loss.item() == pytest.approx(1 - 1 / math.sqrt(2), abs=1e-6)
+
+
+def test_directional_zero_when_aligned_and_two_when_opposite():
+    text = text_features(unit(1, 0, 0), unit(0, 1, 0))  # text direction (1, -1, 0)
+    src = unit(0, 0, 1)[None]
+    aligned = src + 0.3 * torch.tensor([[1.0, -1.0, 0.0]])
+    opposite = src - 0.3 * torch.tensor([[1.0, -1.0, 0.0]])
+    term = DirectionalCLIPLoss(use_templates=False)
+    assert term(ctx_with(text=text, src_features=src, edit_features=aligned)).item() == pytest.approx(0, abs=1e-6)
+    assert term(ctx_with(text=text, src_features=src, edit_features=opposite)).item() == pytest.approx(2, abs=1e-6)
+    # invariant to the step length along the direction
+    longer = src + 3.0 * torch.tensor([[1.0, -1.0, 0.0]])
+    assert term(ctx_with(text=text, src_features=src, edit_features=longer)).item() == pytest.approx(0, abs=1e-6)
+
+
+def test_clip_nce_official_matches_hand_computed_cross_entropy():
+    # one query, known cosines: q.p1 = 1, q.p2 = 0, q.n = [0, -1]
+    q = torch.tensor([[[1.0, 0.0]]])  # (B=1, K=1, E=2)
+    pos = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # (1, 2, 2)
+    neg = torch.tensor([[[0.0, 1.0], [-1.0, 0.0]]])  # (1, 2, 2)
+    tau = 0.5
+    got = clip_nce(q, pos, neg, tau, "official")
+    ce1 = -math.log(math.exp(1 / tau) / (math.exp(1 / tau) + math.exp(0) + math.exp(-1 / tau)))
+    ce2 = -math.log(math.exp(0) / (math.exp(0) + math.exp(0) + math.exp(-1 / tau)))
+    assert got.item() == pytest.approx((ce1 + ce2) / 2, rel=1e-6)
+
+
+def test_clip_nce_paper_form_shares_the_denominator():
+    q = torch.tensor([[[1.0, 0.0]]])
+    pos = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])
+    neg = torch.tensor([[[0.0, 1.0], [-1.0, 0.0]]])
+    tau = 0.5
+    denom = math.exp(2) + math.exp(0) + math.exp(0) + math.exp(-2)
+    expected = -(math.log(math.exp(2) / denom) + math.log(math.exp(0) / denom)) / 2
+    assert clip_nce(q, pos, neg, tau, "paper").item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_clip_nce_term_builds_official_positives_and_negatives():
+    torch.manual_seed(0)
+    B, K, T, E = 2, 3, 4, 8
+    src = F.normalize(torch.randn(B, E), dim=-1)
+    views = F.normalize(torch.randn(B, K, E), dim=-1)
+    tt, st = F.normalize(torch.randn(T, E), dim=-1), F.normalize(torch.randn(T, E), dim=-1)
+    text = text_features(tt[0], st[0], tt, st)
+    ctx = ctx_with(text=text, src_features=src, view_features=views, src_view_features=src[:, None].expand(-1, K, -1))
+    term = CLIPNCELoss(temperature=0.1)
+    # reference: the official recipe written out per sample
+    total = []
+    for b in range(B):
+        p1 = F.normalize(tt.mean(0) - st.mean(0), dim=-1)
+        p2 = F.normalize(tt.mean(0) - src[b], dim=-1)
+        negs = F.normalize(st - src[b], dim=-1)
+        for k in range(K):
+            q = F.normalize(views[b, k] - src[b], dim=-1)
+            for p in (p1, p2):
+                logits = torch.cat([(q @ p)[None], negs @ q]) / 0.1
+                total.append(F.cross_entropy(logits[None], torch.zeros(1, dtype=torch.long)))
+    assert term(ctx).item() == pytest.approx(torch.stack(total).mean().item(), rel=1e-5)
+    # the official bug uses the first image's negatives for every sample: a different value for B > 1
+    assert CLIPNCELoss(negatives_from="first_image")(ctx).item() != pytest.approx(term(ctx).item(), rel=1e-4)
+
+
+def test_clip_nce_decreases_when_views_move_along_the_text_direction():
+    torch.manual_seed(1)
+    E, T = 8, 5
+    src = F.normalize(torch.randn(1, E), dim=-1)
+    tt, st = F.normalize(torch.randn(T, E), dim=-1), F.normalize(torch.randn(T, E), dim=-1)
+    text = text_features(tt[0], st[0], tt, st)
+    direction = F.normalize(tt.mean(0) - st.mean(0), dim=-1)
+    good = (src + 0.5 * direction)[:, None]
+    bad = (src - 0.5 * direction)[:, None]
+    term = CLIPNCELoss()
+    lg = term(ctx_with(text=text, src_features=src, view_features=good, src_view_features=src[:, None]))
+    lb = term(ctx_with(text=text, src_features=src, view_features=bad, src_view_features=src[:, None]))
+    assert lg < lb
+
+
+def test_latent_l2_and_loss_sum_parts():
+    w = torch.zeros(2, 3, 4)
+    w_hat = torch.full((2, 3, 4), 0.5)
+    ctx = StepContext(w=w, w_hat=w_hat, text=text_features(unit(1, 0), unit(0, 1)), edit_features=unit(1, 1)[None])
+    total, parts = LossSum({"latent_l2": LatentL2Loss(weight=0.8), "global": GlobalCLIPLoss(weight=2.0)})(ctx)
+    assert parts["latent_l2"].item() == pytest.approx(0.25)
+    assert total.item() == pytest.approx(0.8 * 0.25 + 2.0 * (1 - 1 / math.sqrt(2)), rel=1e-6)
+
+
+def test_loss_sum_drops_null_and_zero_weight_terms_and_rejects_empty():
+    s = LossSum({"a": LatentL2Loss(weight=1.0), "b": None}, {"c": LatentL2Loss(weight=0.0)})
+    assert list(s.terms) == ["a"]
+    assert s.requires == frozenset()
+    with pytest.raises(ValueError, match="no active term"):
+        LossSum({"a": None})
+    with pytest.raises(TypeError, match="expected a LossTerm"):
+        LossSum({"a": torch.nn.Identity()})
+
+
+def test_missing_context_field_is_a_clear_error():
+    with pytest.raises(RuntimeError, match="requires"):
+        GlobalCLIPLoss()(ctx_with(text=text_features(unit(1, 0), unit(0, 1))))
