@@ -23,12 +23,21 @@ def build(cfg: DictConfig) -> tuple[CFCLIPModule, LatentDataModule]:
     generator = instantiate(cfg.domain.generator)
     clip = instantiate(cfg.domain.clip)
     prompt = instantiate(cfg.prompt)
-    mapper = instantiate(cfg.model.mapper)(n_latent=generator.n_latent, latent_dim=generator.style_dim,
-                                           text_dim=clip.embed_dim)
+    mapper = instantiate(cfg.model.mapper)(
+        n_latent=generator.n_latent, latent_dim=generator.style_dim, text_dim=clip.embed_dim
+    )
     module = CFCLIPModule(
-        generator=generator, clip=clip, mapper=mapper, loss=instantiate(cfg.loss), augment=instantiate(cfg.aug),
-        prompt=prompt, optimizer=instantiate(cfg.optimizer), scheduler=instantiate(cfg.get("scheduler")),
-        step_size=cfg.model.step_size, augment_source=cfg.model.augment_source, config=plain_config(cfg),
+        generator=generator,
+        clip=clip,
+        mapper=mapper,
+        loss=instantiate(cfg.loss),
+        augment=instantiate(cfg.aug),
+        prompt=prompt,
+        optimizer=instantiate(cfg.optimizer),
+        scheduler=instantiate(cfg.get("scheduler")),
+        step_size=cfg.model.step_size,
+        augment_source=cfg.model.augment_source,
+        config=plain_config(cfg),
     )
     datamodule = instantiate(cfg.data)
     datamodule.attach_generator(generator)

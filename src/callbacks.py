@@ -47,7 +47,9 @@ class ImageGridCallback(pl.Callback):
         save_image(grid, self.last_path)
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):  # W&B
-                logger.log_image(key="val/grid", images=[grid], step=step, caption=["top: source, bottom: edited"])
+                logger.log_image(
+                    key="val/grid", images=[grid], step=step, caption=["top: source, bottom: edited"]
+                )
             elif hasattr(getattr(logger, "experiment", None), "add_image"):  # TensorBoard
                 logger.experiment.add_image("val/grid", grid, step)
 

@@ -25,10 +25,20 @@ TRAINABLE_PREFIX = "mapper."
 class CFCLIPModule(pl.LightningModule):
     """Trains the text-conditioned latent mapper of CF-CLIP for one prompt."""
 
-    def __init__(self, generator: nn.Module, clip: nn.Module, mapper: nn.Module, loss: LossSum,
-                 augment: MultiView, prompt: Prompt, optimizer: Callable[..., torch.optim.Optimizer],
-                 scheduler: Callable[..., Any] | None = None, step_size: float = 0.1,
-                 augment_source: bool = False, config: dict | None = None):
+    def __init__(
+        self,
+        generator: nn.Module,
+        clip: nn.Module,
+        mapper: nn.Module,
+        loss: LossSum,
+        augment: MultiView,
+        prompt: Prompt,
+        optimizer: Callable[..., torch.optim.Optimizer],
+        scheduler: Callable[..., Any] | None = None,
+        step_size: float = 0.1,
+        augment_source: bool = False,
+        config: dict | None = None,
+    ):
         super().__init__()
         self.generator = freeze(generator)
         self.clip = freeze(clip)
@@ -45,10 +55,12 @@ class CFCLIPModule(pl.LightningModule):
                 raise ValueError(f"parameter {name} is trainable but outside the mapper: freeze it")
         # Text features, encoded once per run (non-persistent buffers: they follow .to() but are not saved).
         with torch.no_grad():
-            feats = TextFeatures(target=clip.encode_text([prompt.target])[0],
-                                 source=clip.encode_text([prompt.source])[0],
-                                 target_templates=clip.encode_text(prompt.with_templates(prompt.target)),
-                                 source_templates=clip.encode_text(prompt.with_templates(prompt.source)))
+            feats = TextFeatures(
+                target=clip.encode_text([prompt.target])[0],
+                source=clip.encode_text([prompt.source])[0],
+                target_templates=clip.encode_text(prompt.with_templates(prompt.target)),
+                source_templates=clip.encode_text(prompt.with_templates(prompt.source)),
+            )
             raw = clip.encode_text([prompt.target], normalize=False)[0]
         for key, value in vars(feats).items():
             self.register_buffer(f"text_{key}", value.float().clone(), persistent=False)
@@ -65,8 +77,9 @@ class CFCLIPModule(pl.LightningModule):
 
     @property
     def text_features(self) -> TextFeatures:
-        return TextFeatures(self.text_target, self.text_source, self.text_target_templates,
-                            self.text_source_templates)
+        return TextFeatures(
+            self.text_target, self.text_source, self.text_target_templates, self.text_source_templates
+        )
 
     # ---- the step ------------------------------------------------------------------------------------------
     def edit(self, w: torch.Tensor) -> torch.Tensor:
@@ -103,8 +116,11 @@ class CFCLIPModule(pl.LightningModule):
         if need_views:
             K = views.shape[1]
             ctx.view_features = feats.view(B, K, -1)
-            ctx.src_view_features = (src_feats[B:].view(B, K, -1) if src_views is not None
-                                     else ctx.src_features[:, None].expand(-1, K, -1))
+            ctx.src_view_features = (
+                src_feats[B:].view(B, K, -1)
+                if src_views is not None
+                else ctx.src_features[:, None].expand(-1, K, -1)
+            )
         return ctx
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
@@ -126,20 +142,26 @@ class CFCLIPModule(pl.LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         grads = [p.grad for p in self.mapper.parameters() if p.grad is not None]
         if grads:
-            self.log("train/grad_norm", torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])),
-                     on_step=True)
+            self.log(
+                "train/grad_norm",
+                torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])),
+                on_step=True,
+            )
 
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer_factory(params=[p for p in self.mapper.parameters() if p.requires_grad])
         if self.scheduler_factory is None:
             return optimizer
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer),
-                                                          "interval": "step"}}
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": self.scheduler_factory(optimizer=optimizer), "interval": "step"},
+        }
 
     # ---- checkpoints hold only the trainable weights -------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items()
-                                    if k.startswith(TRAINABLE_PREFIX)}
+        checkpoint["state_dict"] = {
+            k: v for k, v in checkpoint["state_dict"].items() if k.startswith(TRAINABLE_PREFIX)
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
         """Load mapper weights only; a checkpoint from an incompatible mapper config gets a clear error."""
@@ -152,6 +174,8 @@ class CFCLIPModule(pl.LightningModule):
                 "the run checkpoint does not fit this model config "
                 f"(missing {len(missing)} keys e.g. {missing[:2]}, unexpected {len(extra)} e.g. {extra[:2]}, "
                 f"shape mismatches {shapes[:2]}). Use the same model/domain settings as the run that wrote it "
-                "(e.g. model.tem, the generator's resolution and style dim).")
-        return self.mapper.load_state_dict({k[len(TRAINABLE_PREFIX):]: v for k, v in theirs.items()},
-                                           strict=True)
+                "(e.g. model.tem, the generator's resolution and style dim)."
+            )
+        return self.mapper.load_state_dict(
+            {k[len(TRAINABLE_PREFIX) :]: v for k, v in theirs.items()}, strict=True
+        )

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from src.builders import build, instantiate_dict, plain_config
 from src.utils.errors import run_task
-from src.utils.loggers import scrub_secrets
+from src.utils.loggers import quiet_library_logs, scrub_secrets
 
 log = logging.getLogger("cfclip")
 
@@ -30,7 +30,11 @@ def auto_tags(cfg: DictConfig) -> list[str]:
     tags = list(cfg.get("tags") or [])
     try:
         choices = HydraConfig.get().runtime.choices
-        tags += [f"loss:{choices.get('loss')}", f"aug:{choices.get('aug')}", f"domain:{choices.get('domain')}"]
+        tags += [
+            f"loss:{choices.get('loss')}",
+            f"aug:{choices.get('aug')}",
+            f"domain:{choices.get('domain')}",
+        ]
     except ValueError:
         pass
     tags += [f"tem:{'on' if cfg.model.tem else 'off'}", f"prompt:{cfg.prompt.name}"]
@@ -43,8 +47,10 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
         return None
     path = os.path.join(output_dir, "checkpoints", "last.ckpt") if ckpt_path == "last" else str(ckpt_path)
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"ckpt_path={ckpt_path}: no checkpoint at {path}. Give the path of a run's "
-                                "checkpoints/last.ckpt (or another .ckpt) to resume from.")
+        raise FileNotFoundError(
+            f"ckpt_path={ckpt_path}: no checkpoint at {path}. Give the path of a run's "
+            "checkpoints/last.ckpt (or another .ckpt) to resume from."
+        )
     return path
 
 
@@ -66,16 +72,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             except Exception:  # offline runs may refuse tag edits; tags are also in the config
                 pass
     n_train = sum(p.numel() for p in module.mapper.parameters())
-    log.info("mapper: %.2fM trainable parameters; generator %dpx, %d style layers; CLIP dim %d",
-             n_train / 1e6, module.generator.size, module.generator.n_latent, module.clip.embed_dim)
+    log.info(
+        "mapper: %.2fM trainable parameters; generator %dpx, %d style layers; CLIP dim %d",
+        n_train / 1e6,
+        module.generator.size,
+        module.generator.n_latent,
+        module.clip.embed_dim,
+    )
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), output_dir))
-    metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1}
+    metrics = {
+        k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1
+    }
     metrics["time_s"] = time.time() - start
     if trainer.is_global_zero:
         ckpt_cb = trainer.checkpoint_callback
         grid = next((c.last_path for c in callbacks if hasattr(c, "last_path")), None)
-        log.info("done in %.1fs; metrics: %s", metrics["time_s"],
-                 {k: round(v, 4) for k, v in sorted(metrics.items())})
+        log.info(
+            "done in %.1fs; metrics: %s",
+            metrics["time_s"],
+            {k: round(v, 4) for k, v in sorted(metrics.items())},
+        )
         if ckpt_cb is not None and getattr(ckpt_cb, "last_model_path", ""):
             log.info("checkpoint: %s", ckpt_cb.last_model_path)
         if grid:
@@ -85,6 +101,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    quiet_library_logs()
     metrics = run_task(train, cfg, output_dir=cfg.paths.output_dir)
     if not metrics:
         return None

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -13,15 +14,30 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+# Tiny models gain nothing from intra-op threads, and two OpenMP teams on 2 shared cores spin-wait badly.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = str(ROOT / "conf")
 
 # Overrides that make any training config a seconds-long CPU job.
-FAST = ["domain=tiny", "logger=csv", "trainer=cpu", "trainer.max_steps=2", "trainer.val_check_interval=2",
-        "trainer.log_every_n_steps=1", "data.num_train=8", "data.num_val=2", "data.num_test=2",
-        "data.batch_size=2", "callbacks.model_checkpoint.every_n_train_steps=2",
-        "callbacks.image_grid.every_n_steps=2", "callbacks.image_grid.num_images=2", "eval_after_fit=false"]
+FAST = [
+    "domain=tiny",
+    "logger=csv",
+    "trainer=cpu",
+    "trainer.max_steps=2",
+    "trainer.val_check_interval=2",
+    "trainer.log_every_n_steps=1",
+    "data.num_train=8",
+    "data.num_val=2",
+    "data.num_test=2",
+    "data.batch_size=2",
+    "callbacks.model_checkpoint.every_n_train_steps=2",
+    "callbacks.image_grid.every_n_steps=2",
+    "callbacks.image_grid.num_images=2",
+    "eval_after_fit=false",
+]
 
 
 def compose_train(overrides: list[str], tmp_path: Path | None = None) -> DictConfig:

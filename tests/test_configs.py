@@ -9,8 +9,20 @@ from hydra.utils import instantiate
 
 from tests.conftest import CONF, compose_train
 
-GROUPS = ["domain", "prompt", "loss", "aug", "model", "optimizer", "data", "trainer", "logger", "callbacks",
-          "experiment", "debug"]
+GROUPS = [
+    "domain",
+    "prompt",
+    "loss",
+    "aug",
+    "model",
+    "optimizer",
+    "data",
+    "trainer",
+    "logger",
+    "callbacks",
+    "experiment",
+    "debug",
+]
 
 
 def options(group: str) -> list[str]:

@@ -8,8 +8,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from src.losses import (CLIPNCELoss, DirectionalCLIPLoss, GlobalCLIPLoss, LatentL2Loss, LossSum, StepContext,
-                        TextFeatures, clip_nce)
+from src.losses import (
+    CLIPNCELoss,
+    DirectionalCLIPLoss,
+    GlobalCLIPLoss,
+    LatentL2Loss,
+    LossSum,
+    StepContext,
+    TextFeatures,
+    clip_nce,
+)
 
 
 def unit(*v: float) -> torch.Tensor:
@@ -17,9 +25,12 @@ def unit(*v: float) -> torch.Tensor:
 
 
 def text_features(target, source, t_templates=None, s_templates=None) -> TextFeatures:
-    return TextFeatures(target=target, source=source,
-                        target_templates=target[None] if t_templates is None else t_templates,
-                        source_templates=source[None] if s_templates is None else s_templates)
+    return TextFeatures(
+        target=target,
+        source=source,
+        target_templates=target[None] if t_templates is None else t_templates,
+        source_templates=source[None] if s_templates is None else s_templates,
+    )
 
 
 def ctx_with(**kw) -> StepContext:
@@ -40,11 +51,17 @@ def test_directional_zero_when_aligned_and_two_when_opposite():
     aligned = src + 0.3 * torch.tensor([[1.0, -1.0, 0.0]])
     opposite = src - 0.3 * torch.tensor([[1.0, -1.0, 0.0]])
     term = DirectionalCLIPLoss(use_templates=False)
-    assert term(ctx_with(text=text, src_features=src, edit_features=aligned)).item() == pytest.approx(0, abs=1e-6)
-    assert term(ctx_with(text=text, src_features=src, edit_features=opposite)).item() == pytest.approx(2, abs=1e-6)
+    assert term(ctx_with(text=text, src_features=src, edit_features=aligned)).item() == pytest.approx(
+        0, abs=1e-6
+    )
+    assert term(ctx_with(text=text, src_features=src, edit_features=opposite)).item() == pytest.approx(
+        2, abs=1e-6
+    )
     # invariant to the step length along the direction
     longer = src + 3.0 * torch.tensor([[1.0, -1.0, 0.0]])
-    assert term(ctx_with(text=text, src_features=src, edit_features=longer)).item() == pytest.approx(0, abs=1e-6)
+    assert term(ctx_with(text=text, src_features=src, edit_features=longer)).item() == pytest.approx(
+        0, abs=1e-6
+    )
 
 
 def test_clip_nce_official_matches_hand_computed_cross_entropy():
@@ -76,7 +93,9 @@ def test_clip_nce_term_builds_official_positives_and_negatives():
     views = F.normalize(torch.randn(B, K, E), dim=-1)
     tt, st = F.normalize(torch.randn(T, E), dim=-1), F.normalize(torch.randn(T, E), dim=-1)
     text = text_features(tt[0], st[0], tt, st)
-    ctx = ctx_with(text=text, src_features=src, view_features=views, src_view_features=src[:, None].expand(-1, K, -1))
+    ctx = ctx_with(
+        text=text, src_features=src, view_features=views, src_view_features=src[:, None].expand(-1, K, -1)
+    )
     term = CLIPNCELoss(temperature=0.1)
     # reference: the official recipe written out per sample
     total = []
@@ -112,7 +131,9 @@ def test_clip_nce_decreases_when_views_move_along_the_text_direction():
 def test_latent_l2_and_loss_sum_parts():
     w = torch.zeros(2, 3, 4)
     w_hat = torch.full((2, 3, 4), 0.5)
-    ctx = StepContext(w=w, w_hat=w_hat, text=text_features(unit(1, 0), unit(0, 1)), edit_features=unit(1, 1)[None])
+    ctx = StepContext(
+        w=w, w_hat=w_hat, text=text_features(unit(1, 0), unit(0, 1)), edit_features=unit(1, 1)[None]
+    )
     total, parts = LossSum({"latent_l2": LatentL2Loss(weight=0.8), "global": GlobalCLIPLoss(weight=2.0)})(ctx)
     assert parts["latent_l2"].item() == pytest.approx(0.25)
     assert total.item() == pytest.approx(0.8 * 0.25 + 2.0 * (1 - 1 / math.sqrt(2)), rel=1e-6)

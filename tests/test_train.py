@@ -24,7 +24,7 @@ def test_every_combination_trains(fast_cfg, loss, aug, tem, tmp_path):
     cfg = fast_cfg(f"loss={loss}", f"aug={aug}", f"model.tem={tem}", "aug.num_views=2")
     metrics = train(cfg)
     assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["val/loss"])
-    terms = {k[len("train/loss_"):] for k in metrics if k.startswith("train/loss_")}
+    terms = {k[len("train/loss_") :] for k in metrics if k.startswith("train/loss_")}
     assert terms == set(cfg.loss.terms) | set(cfg.domain.regularizers)
     assert os.path.isfile(tmp_path / "checkpoints" / "last.ckpt")
 
@@ -33,8 +33,14 @@ def test_csv_log_has_every_term_and_grid_is_written(fast_cfg, tmp_path):
     train(fast_cfg("loss=clip_nce", "aug=perspective", "aug.num_views=2"))
     rows = list(csv.DictReader(open(tmp_path / "csv" / "metrics.csv")))
     columns = set(rows[0])
-    for name in ("train/loss", "train/loss_clip_nce", "train/loss_latent_l2", "train/loss_identity",
-                 "val/loss", "train/grad_norm"):
+    for name in (
+        "train/loss",
+        "train/loss_clip_nce",
+        "train/loss_latent_l2",
+        "train/loss_identity",
+        "val/loss",
+        "train/grad_norm",
+    ):
         assert name in columns, f"{name} missing from the CSV log"
     assert glob.glob(str(tmp_path / "grids" / "step_*.png"))
 
@@ -72,11 +78,13 @@ def test_checkpoint_round_trip_weights_only(fast_cfg, tmp_path):
     train(cfg)
     path = tmp_path / "checkpoints" / "last.ckpt"
     ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    assert all(k.startswith("mapper.") for k in ckpt["state_dict"]), "frozen networks leaked into the checkpoint"
+    assert all(k.startswith("mapper.") for k in ckpt["state_dict"]), (
+        "frozen networks leaked into the checkpoint"
+    )
     assert isinstance(ckpt["hyper_parameters"], dict) and ckpt["hyper_parameters"]["loss"]["terms"]
     fresh, dm = build(cfg)
     fresh.load_state_dict(ckpt["state_dict"])
-    trained_mapper = {k[len("mapper."):]: v for k, v in ckpt["state_dict"].items()}
+    trained_mapper = {k[len("mapper.") :]: v for k, v in ckpt["state_dict"].items()}
     for k, v in fresh.mapper.state_dict().items():
         assert torch.equal(v, trained_mapper[k])
     dm.setup("fit")

@@ -33,11 +33,14 @@ def check_latents(latents: object, n_latent: int, style_dim: int, origin: str) -
     if not isinstance(latents, torch.Tensor):
         raise ValueError(f"{origin}: expected a tensor of latents, found a {type(latents).__name__}")
     ok_shape = (latents.ndim == 3 and latents.shape[1:] == (n_latent, style_dim)) or (
-        latents.ndim == 2 and latents.shape[1] == style_dim)
+        latents.ndim == 2 and latents.shape[1] == style_dim
+    )
     if not ok_shape or latents.shape[0] == 0:
-        raise ValueError(f"{origin}: latents of shape {tuple(latents.shape)} do not fit the generator: expected "
-                         f"[N, {n_latent}, {style_dim}] (W+) or [N, {style_dim}] (W) with N > 0. "
-                         "Were they inverted for another generator (resolution / style dim)?")
+        raise ValueError(
+            f"{origin}: latents of shape {tuple(latents.shape)} do not fit the generator: expected "
+            f"[N, {n_latent}, {style_dim}] (W+) or [N, {style_dim}] (W) with N > 0. "
+            "Were they inverted for another generator (resolution / style dim)?"
+        )
     if not latents.is_floating_point():
         raise ValueError(f"{origin}: latents have dtype {latents.dtype}, expected a floating-point tensor")
     if not torch.isfinite(latents).all():
@@ -53,9 +56,20 @@ class LatentDataModule(pl.LightningDataModule):
     from ``train_path`` / ``test_path`` (e.g. e4e's ``train_faces.pt``); val is the first ``num_val`` test rows.
     """
 
-    def __init__(self, source: str = "random", train_path: str | None = None, test_path: str | None = None,
-                 num_train: int = 1000, num_val: int = 8, num_test: int = 64, truncation: float = 0.7,
-                 seed: int = 0, batch_size: int = 2, num_workers: int = 0, generator: torch.nn.Module | None = None):
+    def __init__(
+        self,
+        source: str = "random",
+        train_path: str | None = None,
+        test_path: str | None = None,
+        num_train: int = 1000,
+        num_val: int = 8,
+        num_test: int = 64,
+        truncation: float = 0.7,
+        seed: int = 0,
+        batch_size: int = 2,
+        num_workers: int = 0,
+        generator: torch.nn.Module | None = None,
+    ):
         super().__init__()
         if source not in ("random", "file"):
             raise ValueError(f"data.source must be 'random' or 'file', got {source!r}")
@@ -74,7 +88,9 @@ class LatentDataModule(pl.LightningDataModule):
         g = self.generator
         gen = torch.Generator().manual_seed(seed)
         z = torch.randn(n, g.style_dim, generator=gen)
-        mean = g.mapping(torch.randn(4096, g.style_dim, generator=torch.Generator().manual_seed(10_000 + self.seed)))
+        mean = g.mapping(
+            torch.randn(4096, g.style_dim, generator=torch.Generator().manual_seed(10_000 + self.seed))
+        )
         mean = mean.mean(0, keepdim=True)
         w = torch.cat([g.mapping(chunk) for chunk in z.split(1024)])
         return mean + self.truncation * (w - mean)  # (n, D)
@@ -92,20 +108,29 @@ class LatentDataModule(pl.LightningDataModule):
             raise RuntimeError("LatentDataModule needs the generator: call attach_generator() first")
         if self.source == "random":
             # disjoint seeds: the official AFHQ code used one seed, so its test set leaked into training
-            self.splits = {"train": self._random(self.num_train, self.seed * 3 + 1),
-                           "val": self._random(self.num_val, self.seed * 3 + 2),
-                           "test": self._random(self.num_test, self.seed * 3 + 3)}
+            self.splits = {
+                "train": self._random(self.num_train, self.seed * 3 + 1),
+                "val": self._random(self.num_val, self.seed * 3 + 2),
+                "test": self._random(self.num_test, self.seed * 3 + 3),
+            }
         else:
             train = self._file(self.train_path, "train")
             test = self._file(self.test_path or self.train_path, "test")
-            self.splits = {"train": train[: self.num_train] if self.num_train else train,
-                           "val": test[: self.num_val], "test": test[: self.num_test] if self.num_test else test}
+            self.splits = {
+                "train": train[: self.num_train] if self.num_train else train,
+                "val": test[: self.num_val],
+                "test": test[: self.num_test] if self.num_test else test,
+            }
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        return DataLoader(LatentDataset(self.splits[split], self.generator.n_latent),
-                          batch_size=self.batch_size, shuffle=shuffle, drop_last=shuffle and
-                          len(self.splits[split]) >= self.batch_size, num_workers=self.num_workers,
-                          persistent_workers=self.num_workers > 0)
+        return DataLoader(
+            LatentDataset(self.splits[split], self.generator.n_latent),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            drop_last=shuffle and len(self.splits[split]) >= self.batch_size,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -15,7 +15,9 @@ def load_templates(spec: str | Sequence[str]) -> list[str]:
         path = TEMPLATE_DIR / f"{spec}.txt"
         if not path.is_file():
             known = sorted(p.stem for p in TEMPLATE_DIR.glob("*.txt"))
-            raise ValueError(f"unknown template set {spec!r}; known sets: {known} (or give a list of strings)")
+            raise ValueError(
+                f"unknown template set {spec!r}; known sets: {known} (or give a list of strings)"
+            )
         templates = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     else:
         templates = [str(t) for t in spec]

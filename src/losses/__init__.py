@@ -5,6 +5,16 @@ from src.losses.clip import CLIPNCELoss, DirectionalCLIPLoss, GlobalCLIPLoss, cl
 from src.losses.regularizers import ConvEmbedder, IdentityLoss, LatentL2Loss, PerceptualLoss
 
 __all__ = [
-    "CLIPNCELoss", "ConvEmbedder", "DirectionalCLIPLoss", "GlobalCLIPLoss", "IdentityLoss", "LatentL2Loss",
-    "LossSum", "LossTerm", "PerceptualLoss", "StepContext", "TextFeatures", "clip_nce",
+    "CLIPNCELoss",
+    "ConvEmbedder",
+    "DirectionalCLIPLoss",
+    "GlobalCLIPLoss",
+    "IdentityLoss",
+    "LatentL2Loss",
+    "LossSum",
+    "LossTerm",
+    "PerceptualLoss",
+    "StepContext",
+    "TextFeatures",
+    "clip_nce",
 ]

@@ -28,8 +28,9 @@ class TextFeatures:
     source_templates: torch.Tensor  # (T, E)
 
     def to(self, device: torch.device | str) -> TextFeatures:
-        return TextFeatures(*(t.to(device) for t in (self.target, self.source, self.target_templates,
-                                                      self.source_templates)))
+        return TextFeatures(
+            *(t.to(device) for t in (self.target, self.source, self.target_templates, self.source_templates))
+        )
 
 
 @dataclass
@@ -74,7 +75,9 @@ class LossSum(nn.Module):
     A term set to ``None`` (e.g. ``loss.terms.latent_l2=null``) or with weight 0 is dropped.
     """
 
-    def __init__(self, terms: Mapping[str, LossTerm | None], regularizers: Mapping[str, LossTerm | None] | None = None):
+    def __init__(
+        self, terms: Mapping[str, LossTerm | None], regularizers: Mapping[str, LossTerm | None] | None = None
+    ):
         super().__init__()
         merged = {**dict(terms), **dict(regularizers or {})}
         kept = {}
@@ -88,7 +91,9 @@ class LossSum(nn.Module):
             term.name = name
             kept[name] = term
         if not kept:
-            raise ValueError("the loss has no active term: check the `loss` and `domain.regularizers` configs")
+            raise ValueError(
+                "the loss has no active term: check the `loss` and `domain.regularizers` configs"
+            )
         self.terms = nn.ModuleDict(kept)
 
     @property

@@ -62,8 +62,13 @@ class CLIPNCELoss(LossTerm):
 
     requires = frozenset({"images", "view_features"})
 
-    def __init__(self, weight: float = 0.3, temperature: float = 0.1, form: str = "official",
-                 negatives_from: str = "each_image"):
+    def __init__(
+        self,
+        weight: float = 0.3,
+        temperature: float = 0.1,
+        form: str = "official",
+        negatives_from: str = "each_image",
+    ):
         super().__init__(weight)
         if form not in ("official", "paper"):
             raise ValueError(f"clip_nce form must be 'official' or 'paper', got {form!r}")
@@ -85,15 +90,22 @@ class CLIPNCELoss(LossTerm):
         return clip_nce(query, torch.stack([pos1, pos2], dim=1), negs, self.temperature, self.form)
 
 
-def clip_nce(query: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, temperature: float,
-             form: str = "official") -> torch.Tensor:
+def clip_nce(
+    query: torch.Tensor,
+    positives: torch.Tensor,
+    negatives: torch.Tensor,
+    temperature: float,
+    form: str = "official",
+) -> torch.Tensor:
     """InfoNCE of queries (B, K, E) against positives (B, P, E) and negatives (B, N, E), all unit vectors."""
     pos = torch.einsum("bke,bpe->bkp", query, positives) / temperature  # (B, K, P)
     neg = torch.einsum("bke,bne->bkn", query, negatives) / temperature  # (B, K, N)
     if form == "official":
         # one row per (query, positive): logits [pos_p, negatives], label 0
         logits = torch.cat([pos.unsqueeze(-1), neg.unsqueeze(2).expand(-1, -1, pos.shape[-1], -1)], dim=-1)
-        return F.cross_entropy(logits.flatten(0, 2), logits.new_zeros(logits[..., 0].numel(), dtype=torch.long))
+        return F.cross_entropy(
+            logits.flatten(0, 2), logits.new_zeros(logits[..., 0].numel(), dtype=torch.long)
+        )
     # paper: -log(exp(pos_p) / (sum_p exp(pos_p) + sum_n exp(neg_n))), averaged over p
     denom = torch.logsumexp(torch.cat([pos, neg], dim=-1), dim=-1, keepdim=True)  # (B, K, 1)
     return (denom - pos).mean()

@@ -29,8 +29,14 @@ class IdentityLoss(LossTerm):
 
     requires = frozenset({"images"})
 
-    def __init__(self, backbone: nn.Module, weight: float = 0.2, pool_size: int = 256,
-                 crop: Sequence[int] = (35, 223, 32, 220), out_size: int = 112):
+    def __init__(
+        self,
+        backbone: nn.Module,
+        weight: float = 0.2,
+        pool_size: int = 256,
+        crop: Sequence[int] = (35, 223, 32, 220),
+        out_size: int = 112,
+    ):
         super().__init__(weight)
         self.backbone = freeze(backbone)
         self.pool_size, self.crop, self.out_size = pool_size, tuple(crop), out_size
@@ -53,8 +59,15 @@ class ConvEmbedder(nn.Module):
     def __init__(self, dim: int = 64, seed: int = 0):
         super().__init__()
         gen = torch.Generator().manual_seed(seed)
-        self.net = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(16, 32, 3, 2, 1),
-                                 nn.LeakyReLU(0.2), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(512, dim))
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 16, 3, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(16, 32, 3, 2, 1),
+            nn.LeakyReLU(0.2),
+            nn.AdaptiveAvgPool2d(4),
+            nn.Flatten(),
+            nn.Linear(512, dim),
+        )
         for p in self.parameters():
             p.data = torch.randn(p.shape, generator=gen) * 0.1
 
@@ -76,14 +89,20 @@ class PerceptualLoss(LossTerm):
 
     requires = frozenset({"images"})
 
-    def __init__(self, weight: float = 0.02, net: str = "vgg19", weights_path: str | None = None,
-                 input_norm: str = "torchvision"):
+    def __init__(
+        self,
+        weight: float = 0.02,
+        net: str = "vgg19",
+        weights_path: str | None = None,
+        input_norm: str = "torchvision",
+    ):
         super().__init__(weight)
         if net not in ("vgg19", "lpips"):
             raise ValueError(f"perceptual net must be 'vgg19' or 'lpips', got {net!r}")
         if weights_path is None:
-            warnings.warn(f"PerceptualLoss({net}) has no weights_path: using random weights (tests only)",
-                          stacklevel=2)
+            warnings.warn(
+                f"PerceptualLoss({net}) has no weights_path: using random weights (tests only)", stacklevel=2
+            )
         self.net_name = net
         self.input_norm = input_norm
         if net == "vgg19":
@@ -106,7 +125,9 @@ class PerceptualLoss(LossTerm):
 
             model = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)
             if weights_path is not None:
-                model.net.load_state_dict(load_state_dict(weights_path, what="LPIPS VGG-16 backbone"), strict=False)
+                model.net.load_state_dict(
+                    load_state_dict(weights_path, what="LPIPS VGG-16 backbone"), strict=False
+                )
             self.net = freeze(model)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:

@@ -12,9 +12,16 @@ from src.models.weights import WeightsError, load_checkpoint
 CLIP_CONFIG_DIR = Path(__file__).parent / "clip_configs"
 
 
-def create_generator(size: int, style_dim: int = 512, n_mlp: int = 8, channel_multiplier: int = 2,
-                     channel_max: int = 512, checkpoint: str | None = None, checkpoint_key: str = "g_ema",
-                     seed: int = 0) -> torch.nn.Module:
+def create_generator(
+    size: int,
+    style_dim: int = 512,
+    n_mlp: int = 8,
+    channel_multiplier: int = 2,
+    channel_max: int = 512,
+    checkpoint: str | None = None,
+    checkpoint_key: str = "g_ema",
+    seed: int = 0,
+) -> torch.nn.Module:
     """A StyleGAN2 generator: random weights (seeded) or a rosinality-format checkpoint loaded strictly."""
     from src.models.stylegan2 import Generator
 
@@ -25,7 +32,9 @@ def create_generator(size: int, style_dim: int = 512, n_mlp: int = 8, channel_mu
         ckpt = load_checkpoint(checkpoint, what="StyleGAN2 generator")
         state = ckpt.get(checkpoint_key, ckpt) if isinstance(ckpt, dict) else ckpt
         if not isinstance(state, dict):
-            raise WeightsError(f"StyleGAN2 generator: {checkpoint} holds no state dict under '{checkpoint_key}'")
+            raise WeightsError(
+                f"StyleGAN2 generator: {checkpoint} holds no state dict under '{checkpoint_key}'"
+            )
         try:
             g.load_state_dict(state, strict=True)
         except RuntimeError as err:
@@ -50,12 +59,19 @@ def clip_model_config(model_config: str | dict | None) -> dict | None:
     return json.loads(path.read_text())
 
 
-def create_clip(model_name: str, pretrained: str | None = None, model_config: str | dict | None = None,
-                checkpoint: str | None = None, seed: int = 0) -> torch.nn.Module:
+def create_clip(
+    model_name: str,
+    pretrained: str | None = None,
+    model_config: str | dict | None = None,
+    checkpoint: str | None = None,
+    seed: int = 0,
+) -> torch.nn.Module:
     """A FrozenCLIP from an open_clip name + pretrained tag/file, or a custom architecture config."""
     from src.models.clip import FrozenCLIP
 
     cfg = clip_model_config(model_config)
     if cfg is not None and not isinstance(cfg, dict):
         cfg = dict(cfg)
-    return FrozenCLIP.create(model_name, pretrained=pretrained, model_config=cfg, checkpoint=checkpoint, seed=seed)
+    return FrozenCLIP.create(
+        model_name, pretrained=pretrained, model_config=cfg, checkpoint=checkpoint, seed=seed
+    )

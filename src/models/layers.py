@@ -13,8 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def fused_leaky_relu(x: torch.Tensor, bias: torch.Tensor | None = None, negative_slope: float = 0.2,
-                     scale: float = math.sqrt(2)) -> torch.Tensor:
+def fused_leaky_relu(
+    x: torch.Tensor,
+    bias: torch.Tensor | None = None,
+    negative_slope: float = 0.2,
+    scale: float = math.sqrt(2),
+) -> torch.Tensor:
     """Bias add + leaky ReLU + gain, the StyleGAN2 "fused" activation (reference PyTorch path)."""
     if bias is not None:
         shape = [1, bias.shape[0]] + [1] * (x.ndim - 2)
@@ -56,8 +60,15 @@ class EqualLinear(nn.Module):
     Works on any leading shape ([..., in_dim] -> [..., out_dim]), so mappers can run on [B, L, D] directly.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, bias: bool = True, bias_init: float = 0.0,
-                 lr_mul: float = 1.0, activation: str | None = None):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        bias: bool = True,
+        bias_init: float = 0.0,
+        lr_mul: float = 1.0,
+        activation: str | None = None,
+    ):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_dim, in_dim).div_(lr_mul))
         self.bias = nn.Parameter(torch.full((out_dim,), float(bias_init))) if bias else None
@@ -75,5 +86,7 @@ class EqualLinear(nn.Module):
         return F.linear(x, self.weight * self.scale, bias)
 
     def extra_repr(self) -> str:
-        return (f"{self.weight.shape[1]}, {self.weight.shape[0]}, lr_mul={self.lr_mul}, "
-                f"activation={self.activation}")
+        return (
+            f"{self.weight.shape[1]}, {self.weight.shape[0]}, lr_mul={self.lr_mul}, "
+            f"activation={self.activation}"
+        )

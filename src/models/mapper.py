@@ -15,17 +15,30 @@ class LevelsMapper(nn.Module):
     """Coarse [:4], medium [4:8] and fine [8:] layers each through their own mapping net; a group switched off
     outputs zeros (StyleCLIP's --no_*_mapper)."""
 
-    def __init__(self, n_latent: int, latent_dim: int, coarse: bool = True, medium: bool = True,
-                 fine: bool = True, n_layers: int = 4, pixelnorm_axis: str = "feature"):
+    def __init__(
+        self,
+        n_latent: int,
+        latent_dim: int,
+        coarse: bool = True,
+        medium: bool = True,
+        fine: bool = True,
+        n_layers: int = 4,
+        pixelnorm_axis: str = "feature",
+    ):
         super().__init__()
-        self.bounds = {"coarse": (0, min(COARSE_END, n_latent)),
-                       "medium": (min(COARSE_END, n_latent), min(MEDIUM_END, n_latent)),
-                       "fine": (min(MEDIUM_END, n_latent), n_latent)}
+        self.bounds = {
+            "coarse": (0, min(COARSE_END, n_latent)),
+            "medium": (min(COARSE_END, n_latent), min(MEDIUM_END, n_latent)),
+            "fine": (min(MEDIUM_END, n_latent), n_latent),
+        }
         enabled = {"coarse": coarse, "medium": medium, "fine": fine}
-        self.nets = nn.ModuleDict({
-            name: MappingNet(latent_dim, latent_dim, n_layers, pixelnorm_axis=pixelnorm_axis)
-            for name, (lo, hi) in self.bounds.items() if enabled[name] and hi > lo
-        })
+        self.nets = nn.ModuleDict(
+            {
+                name: MappingNet(latent_dim, latent_dim, n_layers, pixelnorm_axis=pixelnorm_axis)
+                for name, (lo, hi) in self.bounds.items()
+                if enabled[name] and hi > lo
+            }
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, L, D) -> (B, L, D)
@@ -44,9 +57,18 @@ class CFCLIPMapper(nn.Module):
     Sizes come from the generator and CLIP at build time (n_latent, latent_dim, text_dim): nothing hard-coded.
     """
 
-    def __init__(self, n_latent: int, latent_dim: int, text_dim: int, use_tem: bool = True,
-                 coarse: bool = True, medium: bool = True, fine: bool = True, n_layers: int = 4,
-                 pixelnorm_axis: str = "feature"):
+    def __init__(
+        self,
+        n_latent: int,
+        latent_dim: int,
+        text_dim: int,
+        use_tem: bool = True,
+        coarse: bool = True,
+        medium: bool = True,
+        fine: bool = True,
+        n_layers: int = 4,
+        pixelnorm_axis: str = "feature",
+    ):
         super().__init__()
         self.n_latent, self.latent_dim, self.text_dim, self.use_tem = n_latent, latent_dim, text_dim, use_tem
         if use_tem:
@@ -57,8 +79,9 @@ class CFCLIPMapper(nn.Module):
     def forward(self, w: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
         """w: (B, L, D) source W+; text: (B, E) raw CLIP text embedding of the target -> delta (B, L, D)."""
         if w.ndim != 3 or w.shape[1:] != (self.n_latent, self.latent_dim):
-            raise ValueError(f"mapper expects W+ latents (B, {self.n_latent}, {self.latent_dim}), "
-                             f"got {tuple(w.shape)}")
+            raise ValueError(
+                f"mapper expects W+ latents (B, {self.n_latent}, {self.latent_dim}), got {tuple(w.shape)}"
+            )
         x = w
         if self.use_tem:
             if text is None:

@@ -15,22 +15,35 @@ class MappingNet(nn.Sequential):
     official code, which normalises [B, 1, D] over the size-1 layer axis and so keeps only the signs.
     """
 
-    def __init__(self, in_dim: int, out_dim: int, n_layers: int = 4, lr_mul: float = 0.01,
-                 pixelnorm_axis: str = "feature"):
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        n_layers: int = 4,
+        lr_mul: float = 0.01,
+        pixelnorm_axis: str = "feature",
+    ):
         if pixelnorm_axis not in ("feature", "layer"):
             raise ValueError(f"pixelnorm_axis must be 'feature' or 'layer', got {pixelnorm_axis!r}")
         layers: list[nn.Module] = [PixelNorm(dim=-1 if pixelnorm_axis == "feature" else 1)]
         for i in range(n_layers):
-            layers.append(EqualLinear(in_dim if i == 0 else out_dim, out_dim, lr_mul=lr_mul,
-                                      activation="fused_lrelu"))
+            layers.append(
+                EqualLinear(in_dim if i == 0 else out_dim, out_dim, lr_mul=lr_mul, activation="fused_lrelu")
+            )
         super().__init__(*layers)
 
 
 class TextEmbeddingMapper(nn.Module):
     """CLIP text embedding (B, E) -> per-layer text codes t_w (B, L, D), one mapping net per layer."""
 
-    def __init__(self, n_latent: int, text_dim: int, latent_dim: int, n_layers: int = 4,
-                 pixelnorm_axis: str = "feature"):
+    def __init__(
+        self,
+        n_latent: int,
+        text_dim: int,
+        latent_dim: int,
+        n_layers: int = 4,
+        pixelnorm_axis: str = "feature",
+    ):
         super().__init__()
         self.n_latent = n_latent
         self.pixelnorm_axis = pixelnorm_axis

@@ -30,9 +30,11 @@ def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint", map_locat
     try:
         return torch.load(p, map_location=map_location, weights_only=True)
     except Exception as err:  # truncated zip, pickle with code, wrong format...
-        raise WeightsError(f"{what}: cannot read {p} ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
-                           "The file is truncated, corrupt, or not a plain tensor checkpoint; "
-                           "download or rebuild it.") from err
+        raise WeightsError(
+            f"{what}: cannot read {p} ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
+            "The file is truncated, corrupt, or not a plain tensor checkpoint; "
+            "download or rebuild it."
+        ) from err
 
 
 def load_state_dict(path: str | os.PathLike, what: str = "weights", key: str | None = None) -> dict:

@@ -65,7 +65,9 @@ class Oracle(nn.Module):
     @torch.no_grad()
     def valid_prob(self, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
         """Probability (N,) that each image is a well-formed face."""
-        return torch.cat([torch.sigmoid(self(images[i : i + batch])["valid"]) for i in range(0, len(images), batch)])
+        return torch.cat(
+            [torch.sigmoid(self(images[i : i + batch])["valid"]) for i in range(0, len(images), batch)]
+        )
 
 
 def corrupt(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -101,10 +103,16 @@ def evaluate_oracle(model: Oracle, n: int = 1000, seed: int = 0, device: str = "
     labels = torch.from_numpy(np.stack([a.encode() for a in attrs])).to(device)
     model.eval()
     pred = model.predict(images)
-    metrics = {f"acc/{a}": (pred[a] == labels[:, i]).float().mean().item() for i, a in enumerate(LABEL_ATTRIBUTES)}
+    metrics = {
+        f"acc/{a}": (pred[a] == labels[:, i]).float().mean().item() for i, a in enumerate(LABEL_ATTRIBUTES)
+    }
     metrics["acc/mean"] = float(np.mean([metrics[f"acc/{a}"] for a in LABEL_ATTRIBUTES]))
     metrics["acc/all_correct"] = (
-        torch.stack([pred[a] == labels[:, i] for i, a in enumerate(LABEL_ATTRIBUTES)]).all(0).float().mean().item()
+        torch.stack([pred[a] == labels[:, i] for i, a in enumerate(LABEL_ATTRIBUTES)])
+        .all(0)
+        .float()
+        .mean()
+        .item()
     )
     g = torch.Generator().manual_seed(seed)
     bad = corrupt(images.cpu(), g).to(device)

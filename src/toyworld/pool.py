@@ -76,7 +76,9 @@ class RenderPool:
         for j, i in enumerate(idx.tolist()):
             self.attrs[i], self.seeds[i] = attrs[j], seeds[j]
 
-    def sample(self, batch: int, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample(
+        self, batch: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """A random batch: (float images in [-1,1], N x 3 x H x W; long labels, N x len(LABEL_ATTRIBUTES))."""
         idx = torch.randint(len(self), (batch,), generator=generator)
         return self.images[idx].float() / 127.5 - 1.0, self.labels[idx]

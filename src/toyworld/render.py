@@ -226,14 +226,16 @@ def render(
     supersample: int = 2,
     as_tensor: bool = False,
 ) -> tuple[np.ndarray | torch.Tensor, dict[str, np.ndarray]]:
-    """Render one face: (uint8 HxWx3 image, or float (3,H,W) tensor in [-1,1]; bool HxW mask per region).
+    """Render one face: (uint8 HxWx3 image, or with as_tensor a float (3,H,W) tensor in [-1,1]; dict of
+    bool HxW masks, one per REGIONS entry, disjoint and covering the image).
 
     The same (attrs, seed) always gives identical bytes; nuisances depend on the seed only.
     """
     img, masks = _render_full(attrs, _nuisance_of(seed), size, supersample, want_masks=True)
-    if as_tensor:
-        return torch.from_numpy(img.astype(np.float32)).permute(2, 0, 1) / 127.5 - 1.0, masks
-    return np.round(img).astype(np.uint8), masks
+    img = np.round(img).astype(np.uint8)
+    if as_tensor:  # quantised like render_batch, so both give identical values
+        return torch.from_numpy(img).permute(2, 0, 1).float() / 127.5 - 1.0, masks
+    return img, masks
 
 
 def render_batch(

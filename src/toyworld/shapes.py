@@ -23,7 +23,9 @@ SHOULDERS = np.array(
 )
 
 
-def ellipse(cu: float, cv: float, ru: float, rv: float, n: int = 24, t0: float = 0.0, t1: float = 2 * math.pi):
+def ellipse(
+    cu: float, cv: float, ru: float, rv: float, n: int = 24, t0: float = 0.0, t1: float = 2 * math.pi
+):
     """Points of an ellipse (or an arc of it, angles t0..t1, v downwards)."""
     cs = _unit_arc(n, t0, t1)
     return cs * np.array([ru, rv]) + np.array([cu, cv])

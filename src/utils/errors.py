@@ -17,8 +17,30 @@ from src.models.weights import WeightsError
 log = logging.getLogger("cfclip")
 
 # Exceptions that mean "the input is wrong": shown as a message, not a traceback (HYDRA_FULL_ERROR=1 shows it).
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, PermissionError, WeightsError,
-                                                 KeyError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    FileNotFoundError,
+    PermissionError,
+    WeightsError,
+    KeyError,
+)
+
+
+def user_error(err: BaseException) -> BaseException | None:
+    """The user-facing error behind ``err`` (unwrapping Hydra's instantiation wrapper), or None for a bug."""
+    seen = 0
+    while err is not None and seen < 5:
+        if isinstance(err, USER_ERRORS):
+            return err
+        err, seen = err.__cause__, seen + 1
+    return None
+
+
+def _full_key(err: BaseException) -> str:
+    for line in str(err).splitlines():
+        if line.startswith("full_key:"):
+            return line.split(":", 1)[1].strip()
+    return "?"
 
 
 def _is_multirun() -> bool:
@@ -42,13 +64,22 @@ def run_task(fn: Callable[[DictConfig], Any], cfg: DictConfig, output_dir: str |
             log.error("job failed: %s: %s", type(err).__name__, err)
             if output_dir:
                 with open(os.path.join(output_dir, "error.json"), "w") as fh:
-                    json.dump({"error": type(err).__name__, "message": str(err),
-                               "traceback": traceback.format_exc()}, fh, indent=2)
+                    json.dump(
+                        {
+                            "error": type(err).__name__,
+                            "message": str(err),
+                            "traceback": traceback.format_exc(),
+                        },
+                        fh,
+                        indent=2,
+                    )
             if full:
                 raise
             return None
-        if full or not isinstance(err, USER_ERRORS):
+        cause = user_error(err)
+        if full or cause is None:
             raise
-        print(f"cfclip: error: {err}", file=sys.stderr)
+        where = f" (in {err.__cause__ and 'config ' + _full_key(err)})" if cause is not err else ""
+        print(f"cfclip: error: {cause}{where}", file=sys.stderr)
         print("(set HYDRA_FULL_ERROR=1 for the full traceback)", file=sys.stderr)
         sys.exit(2)

@@ -1,0 +1,56 @@
+"""Oracle API (a few training steps only; the real accuracy check belongs to the world build)."""
+
+import numpy as np
+import torch
+
+from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
+from src.toyworld.oracle import Oracle, corrupt, region_stats, train_oracle
+from src.toyworld.pool import TEST_SEED_OFFSET, RenderPool, heldout_scenes
+from src.toyworld.render import COLOURS, render, render_batch
+
+
+def test_tiny_training_run_and_prediction_shapes():
+    model, metrics = train_oracle(
+        num_steps=3, batch=8, pool_size=32, refresh_per_step=2, eval_size=16, progress=False
+    )
+    assert {f"acc/{a}" for a in LABEL_ATTRIBUTES} <= set(metrics)
+    assert all(0.0 <= metrics[f"acc/{a}"] <= 1.0 for a in LABEL_ATTRIBUTES)
+    x = render_batch([Attributes()] * 3, [0, 1, 2])
+    pred = model.predict(x)
+    assert set(pred) == set(LABEL_ATTRIBUTES)
+    for a, p in pred.items():
+        assert p.dtype == torch.long and p.shape == (3,)
+        assert int(p.max()) < len(SCHEMA[a].values)
+    v = model.valid_prob(x)
+    assert v.shape == (3,) and bool(((v >= 0) & (v <= 1)).all())
+    # other resolutions are resized to the oracle's input size
+    assert model.predict(render_batch([Attributes()], [0], size=128))["ears"].shape == (1,)
+    assert model.features(x).shape == (3, 8 * 16)
+
+
+def test_corruptions_keep_shape_and_change_images():
+    x = render_batch([Attributes()] * 4, [0, 1, 2, 3])
+    bad = corrupt(x, torch.Generator().manual_seed(0))
+    assert bad.shape == x.shape and bad.min() >= -1 and bad.max() <= 1
+    assert (bad - x).abs().mean() > 0.05
+
+
+def test_pool_refresh_and_heldout_seeds():
+    pool = RenderPool(16, 0.1, seed=0)
+    before = pool.images.clone()
+    pool.refresh(4)
+    assert (pool.images != before).flatten(1).any(1).sum() >= 3
+    x, y = pool.sample(5, torch.Generator().manual_seed(0))
+    assert x.shape == (5, 3, 64, 64) and y.shape == (5, len(LABEL_ATTRIBUTES))
+    assert all(Attributes.decode(y[i].numpy()) in pool.attrs for i in range(5))
+    assert max(pool.seeds) < TEST_SEED_OFFSET
+    _, seeds = heldout_scenes(4, 0.1)
+    assert min(seeds) >= TEST_SEED_OFFSET
+    assert Oracle().heads["lip_color"].out_features == 6
+
+
+def test_region_stats_reads_lip_colour():
+    img, masks = render(Attributes(lip_color="blue"), 0)
+    stats = region_stats(img, masks)
+    assert np.abs(stats["lips"] - np.array(COLOURS["lip_color"]["blue"])).max() < 60
+    assert set(stats) <= set(masks)
