@@ -6,6 +6,7 @@ Sweeps: ``python -m src.train -m loss=clip_nce,directional,global aug=perspectiv
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import time
@@ -19,6 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from src.builders import build, instantiate_dict, plain_config
+from src.evaluation import evaluate
 from src.utils.errors import run_task
 from src.utils.loggers import quiet_library_logs, scrub_secrets
 
@@ -54,6 +56,30 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
     return path
 
 
+def final_eval(cfg: DictConfig, module: Any, datamodule: Any, loggers: list) -> dict[str, float]:
+    """Run the same evaluation as ``python -m src.eval`` on the test latents and log it as run summary."""
+    datamodule.setup("test")
+    result = evaluate(module, cfg, datamodule.splits["test"], os.path.join(cfg.paths.output_dir, "eval"))
+    flat = {f"eval/{k}": float(v) for k, v in flatten(result).items() if isinstance(v, int | float)}
+    for lg in loggers:
+        lg.log_metrics(flat)
+        if hasattr(lg, "experiment") and hasattr(lg.experiment, "summary"):
+            lg.experiment.summary.update(flat)
+    log.info("evaluation (%d test latents): %s", result.get("n", 0),
+             json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, default=str))
+    return flat
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit the mapper; returns the final metrics (floats) of the run."""
     start = time.time()
@@ -84,6 +110,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1
     }
     metrics["time_s"] = time.time() - start
+    if cfg.get("eval_after_fit") and trainer.is_global_zero:
+        metrics.update(final_eval(cfg, module, datamodule, loggers))
     if trainer.is_global_zero:
         ckpt_cb = trainer.checkpoint_callback
         grid = next((c.last_path for c in callbacks if hasattr(c, "last_path")), None)

@@ -18,6 +18,7 @@ def create_generator(
     n_mlp: int = 8,
     channel_multiplier: int = 2,
     channel_max: int = 512,
+    channel_base: int = 16384,
     checkpoint: str | None = None,
     checkpoint_key: str = "g_ema",
     seed: int = 0,
@@ -27,9 +28,16 @@ def create_generator(
 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        g = Generator(size, style_dim, n_mlp, channel_multiplier, channel_max=channel_max)
+        g = Generator(
+            size, style_dim, n_mlp, channel_multiplier, channel_max=channel_max, channel_base=channel_base
+        )
     if checkpoint is not None:
-        ckpt = load_checkpoint(checkpoint, what="StyleGAN2 generator")
+        if str(checkpoint).endswith(".pkl"):  # NVIDIA StyleGAN2-ADA pickle: converted safely on the fly
+            from src.convert import convert_network_pickle
+
+            ckpt = convert_network_pickle(checkpoint)
+        else:
+            ckpt = load_checkpoint(checkpoint, what="StyleGAN2 generator")
         state = ckpt.get(checkpoint_key, ckpt) if isinstance(ckpt, dict) else ckpt
         if not isinstance(state, dict):
             raise WeightsError(
@@ -38,10 +46,13 @@ def create_generator(
         try:
             g.load_state_dict(state, strict=True)
         except RuntimeError as err:
+            from src.models.legacy import describe_generator_state
+
             raise WeightsError(
                 f"StyleGAN2 generator: {checkpoint} does not fit the configured generator (size={size}, "
-                f"style_dim={style_dim}, n_mlp={n_mlp}, channel_multiplier={channel_multiplier}). "
-                f"Set domain.generator to the checkpoint's settings. Details: {str(err).splitlines()[0][:300]}"
+                f"style_dim={style_dim}, n_mlp={n_mlp}, channel_multiplier={channel_multiplier}); the file holds "
+                f"{describe_generator_state(state)}. Set domain.generator to the checkpoint's settings. "
+                f"Details: {str(err).splitlines()[0][:300]}"
             ) from err
         if isinstance(ckpt, dict) and isinstance(ckpt.get("latent_avg"), torch.Tensor):
             g.register_buffer("latent_avg", ckpt["latent_avg"].float().reshape(1, -1), persistent=False)

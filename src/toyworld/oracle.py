@@ -88,6 +88,8 @@ def corrupt(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Mild degradations a generator's output may show (blur, noise), so the oracle reads reconstructions."""
     n = images.shape[0]
+    soft = F.interpolate(F.avg_pool2d(images, 2), scale_factor=2, mode="bilinear")  # half-resolution detail
+    images = torch.where(torch.rand(n, 1, 1, 1, generator=generator) < 0.2, soft, images)
     blurred = F.avg_pool2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), 3, 1)
     mix = torch.rand(n, 1, 1, 1, generator=generator) * (torch.rand(n, 1, 1, 1, generator=generator) < 0.4)
     images = images + mix * (blurred - images)

@@ -79,7 +79,9 @@ class _DropLibraryInfo(logging.Filter):
     """Drop INFO records that libraries send to the root logger (open_clip logs every model build there)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno > logging.INFO or "open_clip" not in record.pathname
+        if "open_clip" not in record.pathname:
+            return True
+        return record.levelno > logging.INFO and "No pretrained weights loaded" not in record.getMessage()
 
 
 def quiet_library_logs() -> None:

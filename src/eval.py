@@ -1,0 +1,59 @@
+"""Evaluate a run checkpoint: ``python -m src.eval ckpt=outputs/train/<time>/checkpoints/last.ckpt``.
+
+Rebuilds the run's models from the config stored in the checkpoint, edits the domain's test latents and prints
+the metrics as JSON (saved with a source | edited grid in the eval run dir).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from src.builders import build
+from src.evaluation import evaluate
+from src.models.weights import load_checkpoint
+from src.utils.errors import run_task
+from src.utils.loggers import quiet_library_logs
+
+log = logging.getLogger("cfclip")
+
+
+def load_run(ckpt_path: str) -> tuple[Any, DictConfig, Any]:
+    """(module with the trained mapper, the run's config, its datamodule) from a run checkpoint."""
+    ckpt = load_checkpoint(ckpt_path, what="run checkpoint")
+    hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
+    if not hparams or "domain" not in hparams:
+        raise ValueError(f"{ckpt_path} is not a cfclip run checkpoint (no stored run config)")
+    run_cfg = OmegaConf.create(hparams)
+    module, datamodule = build(run_cfg)
+    module.load_state_dict(ckpt["state_dict"])
+    return module, run_cfg, datamodule
+
+
+def run_eval(cfg: DictConfig) -> dict[str, Any]:
+    module, run_cfg, dm = load_run(cfg.ckpt)
+    if cfg.get("num_test") is not None:
+        dm.num_test = int(cfg.num_test)
+    dm.setup("test")
+    latents = dm.splits["test"]
+    device = "cuda" if cfg.get("device") == "cuda" and torch.cuda.is_available() else "cpu"
+    module.to(device)
+    metrics = evaluate(module, run_cfg, latents, cfg.paths.output_dir, cfg.grid_images, cfg.batch_size)
+    metrics["ckpt"] = str(cfg.ckpt)
+    print(json.dumps(metrics, indent=2))
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="eval")
+def main(cfg: DictConfig) -> None:
+    quiet_library_logs()
+    run_task(run_eval, cfg, output_dir=cfg.paths.output_dir)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,83 @@
+"""Evaluate a trained mapper on the domain's test latents: metrics JSON + a source | edited grid.
+
+Generic metrics use the training CLIP (diagnostic only: a loss can game it). A domain with ground truth
+(toyfaces) adds its evaluator (`domain.evaluator`): edit accuracy, preservation, leakage, realism.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torchvision.utils import save_image
+
+from src.callbacks import pair_grid
+from src.module import CFCLIPModule
+
+
+@torch.no_grad()
+def edit_test_set(
+    module: CFCLIPModule, latents: torch.Tensor, batch_size: int = 64
+) -> tuple[torch.Tensor, ...]:
+    """Source and edited images of every test latent (N, 3, H, W), computed in batches."""
+    module.eval()
+    xs, xhs = [], []
+    n_latent = module.generator.n_latent
+    for w in latents.split(batch_size):
+        w = w.to(module.device, torch.float32)
+        if w.ndim == 2:
+            w = w[:, None].expand(-1, n_latent, -1)
+        x, x_hat = module.render_pair(w)
+        xs.append(x.cpu())
+        xhs.append(x_hat.cpu())
+    return torch.cat(xs), torch.cat(xhs)
+
+
+@torch.no_grad()
+def clip_metrics(
+    module: CFCLIPModule, x: torch.Tensor, x_hat: torch.Tensor, batch_size: int = 64
+) -> dict[str, float]:
+    """CLIP score (cos to the target text) and directional similarity, with the training CLIP."""
+    enc = lambda t: torch.cat([module.clip.encode_image(b.to(module.device)) for b in t.split(batch_size)])  # noqa: E731
+    f, fh = enc(x), enc(x_hat)
+    text = module.text_features
+    t_dir = F.normalize(text.target_templates.mean(0) - text.source_templates.mean(0), dim=-1)
+    return {
+        "clip_score": (fh @ text.target).mean().item(),
+        "clip_score_source": (f @ text.target).mean().item(),
+        "clip_directional": (F.normalize(fh - f, dim=-1) @ t_dir).mean().item(),
+    }
+
+
+def evaluate(
+    module: CFCLIPModule,
+    cfg: Any,
+    latents: torch.Tensor,
+    out_dir: str | None,
+    grid_images: int = 8,
+    batch_size: int = 64,
+) -> dict[str, Any]:
+    """All metrics of ``module`` on ``latents``; writes ``eval.json`` and ``eval_grid.png`` into ``out_dir``."""
+    x, x_hat = edit_test_set(module, latents, batch_size)
+    metrics: dict[str, Any] = {
+        "prompt": cfg.prompt.name,
+        "target_text": module.prompt.target,
+        "n": x.shape[0],
+    }
+    metrics.update(clip_metrics(module, x, x_hat, batch_size))
+    metrics["pixel_l1_change"] = (x_hat - x).abs().mean().item()
+    evaluator_cfg = cfg.domain.get("evaluator") if hasattr(cfg.domain, "get") else None
+    if evaluator_cfg:
+        metrics.update(instantiate(evaluator_cfg)(x, x_hat, cfg.prompt.name))
+    if out_dir:
+        os.makedirs(out_dir, exist_ok=True)
+        with open(os.path.join(out_dir, "eval.json"), "w") as fh:
+            json.dump(metrics, fh, indent=2)
+        k = min(grid_images, x.shape[0])
+        save_image(pair_grid(x[:k], x_hat[:k]), os.path.join(out_dir, "eval_grid.png"))
+        metrics["grid"] = os.path.join(out_dir, "eval_grid.png")
+    return metrics

@@ -1,0 +1,250 @@
+"""Build the toyfaces world from nothing but the renderer: ``python -m src.toyworld.build [--smoke]``.
+
+Stages (each resumable; finished stages are skipped): oracle -> clip -> autoencoder (toy StyleGAN2 +
+inverter) -> latents (inverted natural renders, random-latent sampler) -> report -> export (fp16 assets,
+manifest with sha256). ``--smoke`` runs every stage for a few steps in seconds (tests use it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from src.toyworld import assets
+from src.toyworld.attributes import sample_attributes
+from src.toyworld.models import GaussianLatentSampler, Inverter, build_generator
+from src.toyworld.pool import TEST_SEED_OFFSET
+from src.toyworld.render import render_batch
+
+STAGES = ("oracle", "clip", "autoencoder", "latents", "report", "export")
+
+
+@dataclass
+class BuildConfig:
+    """Every knob of the build; saved next to the assets so a build can be repeated exactly."""
+
+    seed: int = 0
+    oracle_steps: int = 1500
+    oracle_batch: int = 128
+    clip_steps: int = 2000
+    clip_batch: int = 128
+    clip_lr: float = 1e-3
+    ae_steps: int = 1800
+    ae_batch: int = 32
+    ae_lr: float = 2e-3
+    counterfactual_rate: float = 0.04  # per counterfactual value in the generator's training renders
+    num_train_latents: int = 1000
+    num_test_latents: int = 200
+    report_size: int = 400  # held-out renders per report metric
+    reach_faces: int = 16  # test faces per counterfactual value in the reachability check
+    reach_steps: int = 60
+    sampler_rank: int = 64
+
+    @classmethod
+    def smoke(cls) -> BuildConfig:
+        return cls(
+            oracle_steps=3,
+            oracle_batch=16,
+            clip_steps=3,
+            clip_batch=8,
+            ae_steps=3,
+            ae_batch=4,
+            num_train_latents=8,
+            num_test_latents=4,
+            report_size=8,
+            reach_faces=2,
+            reach_steps=2,
+            sampler_rank=4,
+        )
+
+
+def scenes(n: int, seed: int, natural: bool, rate: float) -> tuple[list, list[int]]:
+    """n (attributes, seed) pairs from the reserved held-out seed range (disjoint from every training pool)."""
+    rng = np.random.default_rng([seed, 101])
+    attrs = [sample_attributes(rng, 0.0 if natural else rate) for _ in range(n)]
+    return attrs, [TEST_SEED_OFFSET + seed * 1_000_000 + i for i in range(n)]
+
+
+class Builder:
+    """Runs the stages into ``work`` (fp32 checkpoints, resumable) and exports fp16 assets into ``out``."""
+
+    def __init__(self, cfg: BuildConfig, work: Path, out: Path, progress: bool = True):
+        self.cfg, self.work, self.out, self.progress = cfg, work, out, progress
+        work.mkdir(parents=True, exist_ok=True)
+        torch.manual_seed(cfg.seed)
+
+    def path(self, name: str) -> Path:
+        return self.work / name
+
+    def log(self, msg: str) -> None:
+        if self.progress:
+            print(msg, flush=True)
+
+    # ---- stages -----------------------------------------------------------------------------------------
+    def stage_oracle(self) -> None:
+        from src.toyworld.oracle import train_oracle
+
+        c = self.cfg
+        model, metrics = train_oracle(
+            c.oracle_steps,
+            c.oracle_batch,
+            seed=c.seed,
+            progress=self.progress,
+            eval_size=max(c.report_size, 8),
+        )
+        torch.save({"state_dict": model.state_dict(), "metrics": metrics}, self.path("oracle.pt"))
+
+    def stage_clip(self) -> None:
+        from src.models.clip import clip_preprocess
+        from src.toyworld.training import train_clip
+
+        model, tokenizer = assets.new_clip_model(self.cfg.seed)
+        cfg = assets.clip_preprocess_cfg(model)
+        preprocess = lambda x: clip_preprocess(x, cfg["size"], cfg["mean"], cfg["std"])  # noqa: E731
+        metrics = train_clip(
+            model,
+            tokenizer,
+            preprocess,
+            self.cfg.clip_steps,
+            self.cfg.clip_batch,
+            self.cfg.clip_lr,
+            seed=self.cfg.seed,
+            resume_path=str(self.path("clip.resume.pt")),
+            progress=self.progress,
+        )
+        torch.save({"state_dict": model.state_dict(), "metrics": metrics}, self.path("clip.pt"))
+
+    def stage_autoencoder(self) -> None:
+        from src.toyworld.training import train_autoencoder
+
+        c = self.cfg
+        gen, inv, metrics = train_autoencoder(
+            c.ae_steps,
+            c.ae_batch,
+            c.ae_lr,
+            seed=c.seed,
+            counterfactual_rate=c.counterfactual_rate,
+            resume_path=str(self.path("autoencoder.resume.pt")),
+            progress=self.progress,
+        )
+        torch.save(
+            {"generator": gen.state_dict(), "inverter": inv.state_dict(), "metrics": metrics},
+            self.path("autoencoder.pt"),
+        )
+
+    def load_autoencoder(self) -> tuple[torch.nn.Module, Inverter]:
+        state = torch.load(self.path("autoencoder.pt"), map_location="cpu", weights_only=True)
+        gen = build_generator(self.cfg.seed)
+        gen.load_state_dict(state["generator"])
+        inv = Inverter(gen.n_latent, gen.style_dim)
+        inv.load_state_dict(state["inverter"])
+        return gen.eval(), inv.eval()
+
+    def stage_latents(self) -> None:
+        """Inverted natural renders (no counterfactual value) for mapper training and testing + a sampler."""
+        from src.toyworld.training import invert
+
+        c = self.cfg
+        gen, inv = self.load_autoencoder()
+        out = {}
+        for split, n, seed in (
+            ("train", c.num_train_latents, c.seed + 1),
+            ("test", c.num_test_latents, c.seed + 2),
+        ):
+            attrs, seeds = scenes(n, seed, natural=True, rate=0.0)
+            out[split] = invert(inv, render_batch(attrs, seeds))
+            out[f"{split}_labels"] = torch.from_numpy(np.stack([a.encode() for a in attrs]))
+            out[f"{split}_seeds"] = torch.tensor(seeds, dtype=torch.int64)
+            self.log(f"[latents] {split}: {tuple(out[split].shape)}")
+        sampler = GaussianLatentSampler(gen.n_latent, gen.style_dim, rank=c.sampler_rank).fit(out["train"])
+        out["sampler"] = sampler.state_dict()
+        torch.save(out, self.path("latents.pt"))
+
+    def stage_report(self) -> None:
+        from src.toyworld.report_metrics import build_report
+
+        report = build_report(self, self.cfg)
+        report["build_seconds"] = {k: v for k, v in self.timings().items()}
+        (self.path("report.json")).write_text(json.dumps(report, indent=2))
+        self.log(json.dumps({k: v for k, v in report.items() if not isinstance(v, dict)}, indent=2))
+
+    def stage_export(self) -> None:
+        assets.export(
+            self.work,
+            self.out,
+            self.cfg,
+            build_command=" ".join(["python -m src.toyworld.build", *sys.argv[1:]]),
+        )
+        self.log(f"[export] assets written to {self.out}")
+
+    # ---- driver -----------------------------------------------------------------------------------------
+    def done(self, stage: str) -> bool:
+        marker = {
+            "oracle": "oracle.pt",
+            "clip": "clip.pt",
+            "autoencoder": "autoencoder.pt",
+            "latents": "latents.pt",
+            "report": "report.json",
+        }.get(stage)
+        return marker is not None and self.path(marker).is_file()
+
+    def timings(self) -> dict[str, float]:
+        f = self.path("timings.json")
+        return json.loads(f.read_text()) if f.is_file() else {}
+
+    def run(self, stages: tuple[str, ...] = STAGES, force: bool = False) -> None:
+        for stage in stages:
+            if self.done(stage) and not force:
+                self.log(f"[{stage}] done already (in {self.work}); skipping")
+                continue
+            self.log(f"[{stage}] starting")
+            t0 = time.perf_counter()
+            getattr(self, f"stage_{stage}")()
+            t = self.timings()
+            t[stage] = round(time.perf_counter() - t0, 1)
+            self.path("timings.json").write_text(json.dumps(t, indent=2))
+            self.log(f"[{stage}] finished in {t[stage]:.0f}s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--smoke", action="store_true", help="every stage for a few steps (seconds)")
+    p.add_argument(
+        "--work", default=None, help="build dir for resumable fp32 checkpoints (default: build/toyfaces)"
+    )
+    p.add_argument("--out", default=None, help="asset dir (default: the shipped src/toyworld/assets)")
+    p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}")
+    p.add_argument("--force", action="store_true", help="re-run stages that are done")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override BuildConfig fields")
+    args = p.parse_args(argv)
+    cfg = BuildConfig.smoke() if args.smoke else BuildConfig()
+    for kv in args.set:
+        key, _, value = kv.partition("=")
+        field = {f.name: f for f in dataclasses.fields(cfg)}.get(key)
+        if field is None:
+            p.error(f"unknown build setting {key!r}")
+        setattr(cfg, key, type(getattr(cfg, key))(value))
+    stages = tuple(s for s in args.stages.split(",") if s)
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        p.error(f"unknown stages {sorted(unknown)}; known: {STAGES}")
+    if args.smoke and args.out is None:
+        p.error("--smoke needs --out (a smoke build must not overwrite the shipped assets)")
+    work = Path(args.work or ("build/toyfaces-smoke" if args.smoke else "build/toyfaces"))
+    out = Path(args.out) if args.out else assets.ASSET_DIR
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    Builder(cfg, work, out).run(stages, force=args.force)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""Edit metrics of the toyfaces world, judged by the oracle (never by the guiding CLIP).
+
+edit accuracy, preservation (per attribute), leakage outside the target region, realism (valid-face rate and
+KID to ideal edits on oracle features), distance to the ideal edit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
+from src.toyworld.render import attribute_mask, render
+
+
+def kid(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Unbiased kernel inception distance (cubic polynomial kernel MMD^2) between feature sets (N, F), (M, F)."""
+    d = a.shape[1]
+    k = lambda x, y: (x @ y.T / d + 1) ** 3  # noqa: E731
+    kaa, kbb, kab = k(a, a), k(b, b), k(a, b)
+    n, m = a.shape[0], b.shape[0]
+    return (
+        (kaa.sum() - kaa.diag().sum()) / (n * (n - 1))
+        + (kbb.sum() - kbb.diag().sum()) / (m * (m - 1))
+        - 2 * kab.mean()
+    ).item()
+
+
+class ToyfacesEvaluator:
+    """Scores source/edited pairs of the toyfaces test latents for one prompt with the oracle."""
+
+    def __init__(self, edits: dict[str, Sequence[str]], dilate: int = 2):
+        self.edits = {k: tuple(v) for k, v in edits.items()}
+        self.dilate = dilate
+        self._oracle = None
+
+    @property
+    def oracle(self) -> torch.nn.Module:
+        if self._oracle is None:
+            from src.toyworld.assets import load_oracle
+
+            self._oracle = load_oracle()
+        return self._oracle
+
+    def target(self, prompt_name: str) -> tuple[str, str]:
+        if prompt_name not in self.edits:
+            raise ValueError(
+                f"prompt {prompt_name!r} has no ground-truth edit in this domain; known: "
+                f"{sorted(self.edits)} (add it to domain.edits as [attribute, value])"
+            )
+        return self.edits[prompt_name]
+
+    def scenes(self, n: int) -> tuple[list[Attributes], list[int]]:
+        from src.toyworld.assets import load_latents
+
+        test = load_latents("test")
+        return ([Attributes.decode(v.numpy()) for v in test["labels"][:n]], test["seeds"][:n].tolist())
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, x_hat: torch.Tensor, prompt_name: str) -> dict[str, Any]:
+        attribute, value = self.target(prompt_name)
+        label = SCHEMA[attribute].index(value)
+        x, x_hat = x.float().cpu(), x_hat.float().cpu()
+        oracle = self.oracle
+        p_src, p_edit = oracle.predict(x), oracle.predict(x_hat)
+        out: dict[str, Any] = {"target": f"{attribute}:{value}", "n": x.shape[0]}
+        out["edit_accuracy"] = (p_edit[attribute] == label).float().mean().item()
+        out["unedited_accuracy"] = (p_src[attribute] == label).float().mean().item()
+        per = {a: (p_edit[a] == p_src[a]).float().mean().item() for a in LABEL_ATTRIBUTES if a != attribute}
+        out["preservation"] = float(np.mean(list(per.values())))
+        out["preservation_per_attribute"] = per
+        attrs, seeds = self.scenes(x.shape[0])
+        ideal, masks = [], []
+        for a, s in zip(attrs, seeds):
+            img, m_cf = render(a.replace(**{attribute: value}), s, as_tensor=True)
+            _, m_src = render(a, s)
+            ideal.append(img)
+            masks.append(torch.from_numpy(attribute_mask(m_src, attribute) | attribute_mask(m_cf, attribute)))
+        ideal_t = torch.stack(ideal)
+        mask = torch.stack(masks)[:, None].float()
+        if self.dilate:
+            mask = F.max_pool2d(mask, 2 * self.dilate + 1, 1, self.dilate)
+        change = (x_hat - x).abs().mean(1, keepdim=True)
+        if bool((mask < 1).any()):
+            inside = (change * mask).sum() / mask.sum().clamp_min(1)
+            outside = (change * (1 - mask)).sum() / (1 - mask).sum().clamp_min(1)
+            out["leakage"] = (outside / inside.clamp_min(1e-8)).item()
+        else:  # a global edit (style): no outside region
+            out["leakage"] = None
+        valid = oracle.valid_prob(x_hat)
+        out["realism"] = {
+            "valid_rate": (valid > 0.5).float().mean().item(),
+            "kid_to_ideal": kid(oracle.features(x_hat), oracle.features(ideal_t)) if x.shape[0] > 2 else None,
+            "l1_to_ideal": (x_hat - ideal_t).abs().mean().item(),
+        }
+        return out

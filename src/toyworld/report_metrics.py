@@ -1,0 +1,175 @@
+"""The build report: what the toyfaces world must show (TOYFACES.md), measured on held-out renders."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from src.toyworld.attributes import (
+    COUNTERFACTUAL_VALUES,
+    LABEL_ATTRIBUTES,
+    SCHEMA,
+    Attributes,
+    sample_attributes,
+)
+from src.toyworld.captions import TEMPLATES, zero_shot_prompts
+from src.toyworld.render import attribute_mask, render, render_batch
+from src.toyworld.training import decode, invert, psnr_db
+
+ZERO_SHOT_ATTRIBUTES = ("ears", "eyebrow_color", "lip_color", "iris_color", "skin_tone", "style")
+
+
+def _scenes(
+    n: int, seed: int, rates: Any, force: tuple[str, str] | None = None
+) -> tuple[list[Attributes], list[int]]:
+    from src.toyworld.pool import TEST_SEED_OFFSET
+
+    rng = np.random.default_rng([seed, 202])
+    attrs = [sample_attributes(rng, rates) for _ in range(n)]
+    if force is not None:
+        attrs = [a.replace(**{force[0]: force[1]}) for a in attrs]
+    return attrs, [TEST_SEED_OFFSET + 500_000_000 + seed * 100_000 + i for i in range(n)]
+
+
+@torch.no_grad()
+def zero_shot_accuracy(
+    clip: torch.nn.Module, images: torch.Tensor, attrs: list[Attributes]
+) -> dict[str, float]:
+    """Prompt-ensembled zero-shot classification of each attribute with the toy CLIP (captions' templates)."""
+    feats = torch.cat([clip.encode_image(x) for x in images.split(256)])
+    out = {}
+    for name in ZERO_SHOT_ATTRIBUTES:
+        classes = torch.stack(
+            [F.normalize(clip.encode_text(p).mean(0), dim=-1) for p in zero_shot_prompts(name, TEMPLATES)]
+        )
+        pred = (feats @ classes.T).argmax(1)
+        truth = torch.tensor([SCHEMA[name].index(getattr(a, name)) for a in attrs])
+        out[name] = (pred == truth).float().mean().item()
+    return out
+
+
+def agreement(oracle: torch.nn.Module, a: torch.Tensor, b: torch.Tensor) -> dict[str, float]:
+    pa, pb = oracle.predict(a), oracle.predict(b)
+    return {n: (pa[n] == pb[n]).float().mean().item() for n in LABEL_ATTRIBUTES}
+
+
+def reachability(
+    gen: torch.nn.Module,
+    oracle: torch.nn.Module,
+    w0: torch.Tensor,
+    attrs: list[Attributes],
+    seeds: list[int],
+    attribute: str,
+    value: str,
+    steps: int,
+) -> dict[str, float]:
+    """Optimise W+ toward the ideal edit (same face, only ``attribute`` = ``value``; pixel loss, no CLIP)."""
+    ideal, masks = [], []
+    for a, s in zip(attrs, seeds):
+        img, m = render(a.replace(**{attribute: value}), s, as_tensor=True)
+        _, m0 = render(a, s)
+        ideal.append(img)
+        masks.append(torch.from_numpy(attribute_mask(m, attribute) | attribute_mask(m0, attribute)))
+    ideal_t, mask = torch.stack(ideal), torch.stack(masks)[:, None].float()
+    w = w0.clone().requires_grad_(True)
+    opt = torch.optim.Adam([w], lr=0.03)
+    for _ in range(steps):
+        loss = F.mse_loss(gen.synthesis(w), ideal_t)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        x0, x = gen.synthesis(w0), gen.synthesis(w.detach())
+        hit = (oracle.predict(x)[attribute] == SCHEMA[attribute].index(value)).float().mean().item()
+        change = (x - x0).abs().mean(1, keepdim=True)
+        inside = (change * mask).sum() / mask.sum().clamp_min(1)
+        outside = (change * (1 - mask)).sum() / (1 - mask).sum().clamp_min(1)
+    return {"rate": hit, "outside_over_inside_change": (outside / inside.clamp_min(1e-8)).item()}
+
+
+def build_report(builder: Any, c: Any) -> dict[str, Any]:
+    """All report numbers; ``builder`` gives access to the stage outputs of the build dir."""
+    from src.models.clip import FrozenCLIP
+    from src.toyworld.assets import new_clip_model
+    from src.toyworld.attributes import uniform_rates
+    from src.toyworld.models import GaussianLatentSampler
+    from src.toyworld.oracle import Oracle, evaluate_oracle
+
+    log = builder.log
+    work = builder.work
+    ostate = torch.load(work / "oracle.pt", map_location="cpu", weights_only=True)
+    oracle = Oracle(width=ostate["state_dict"]["body.0.weight"].shape[0])
+    oracle.load_state_dict(ostate["state_dict"])
+    oracle.eval()
+    model, tokenizer = new_clip_model(c.seed)
+    model.load_state_dict(torch.load(work / "clip.pt", map_location="cpu", weights_only=True)["state_dict"])
+    clip = FrozenCLIP(model, tokenizer)
+    gen, inv = builder.load_autoencoder()
+    lat = torch.load(work / "latents.pt", map_location="cpu", weights_only=True)
+    n = c.report_size
+    report: dict[str, Any] = {}
+
+    om = evaluate_oracle(oracle, n, seed=c.seed + 7)
+    report["oracle_clean_acc"] = om["acc/mean"]
+    report["oracle_per_attribute"] = {
+        k[4:]: v for k, v in om.items() if k.startswith("acc/") and k[4:] in SCHEMA
+    }
+    log(f"[report] oracle clean acc {report['oracle_clean_acc']:.4f}")
+
+    attrs, seeds = _scenes(n, c.seed + 8, uniform_rates())
+    zs = zero_shot_accuracy(clip, render_batch(attrs, seeds), attrs)
+    report["clip_zero_shot_acc"] = float(np.mean(list(zs.values())))
+    report["clip_zero_shot_per_attribute"] = zs
+    log(f"[report] clip zero-shot {zs}")
+
+    attrs, seeds = _scenes(n, c.seed + 9, c.counterfactual_rate)
+    x = render_batch(attrs, seeds)
+    y = decode(gen, invert(inv, x))
+    report["recon_psnr_db"] = psnr_db(y, x).mean().item()
+    ag = agreement(oracle, x, y)
+    report["recon_oracle_agreement"] = float(np.mean(list(ag.values())))
+    report["recon_oracle_agreement_per_attribute"] = ag
+    log(f"[report] recon PSNR {report['recon_psnr_db']:.2f} dB, oracle agreement {ag}")
+
+    cf = {}
+    for attribute, value in COUNTERFACTUAL_VALUES:
+        attrs, seeds = _scenes(max(4, n // 8), c.seed + 10, 0.0, force=(attribute, value))
+        y = decode(gen, invert(inv, render_batch(attrs, seeds)))
+        cf[f"{attribute}:{value}"] = (
+            (oracle.predict(y)[attribute] == SCHEMA[attribute].index(value)).float().mean().item()
+        )
+    report["counterfactual_recon_agreement"] = float(np.mean(list(cf.values())))
+    report["counterfactual_recon_per_value"] = cf
+    log(f"[report] counterfactual reconstruction {cf}")
+
+    sampler = GaussianLatentSampler(gen.n_latent, gen.style_dim, rank=lat["sampler"]["factor"].shape[1])
+    sampler.load_state_dict(lat["sampler"])
+    samples = decode(gen, sampler.sample(n, torch.Generator().manual_seed(c.seed + 11)))
+    report["random_valid_rate"] = (oracle.valid_prob(samples) > 0.5).float().mean().item()
+    log(f"[report] random latents valid {report['random_valid_rate']:.3f}")
+
+    k = min(c.reach_faces, lat["test"].shape[0])
+    test_attrs = [Attributes.decode(v.numpy()) for v in lat["test_labels"][:k]]
+    test_seeds = lat["test_seeds"][:k].tolist()
+    reach = {
+        f"{a}:{v}": reachability(
+            gen, oracle, lat["test"][:k].float(), test_attrs, test_seeds, a, v, c.reach_steps
+        )
+        for a, v in COUNTERFACTUAL_VALUES
+    }
+    report["reachability"] = reach
+    report["reachability_mean"] = float(np.mean([r["rate"] for r in reach.values()]))
+    log(f"[report] reachability {reach}")
+    report["targets"] = {
+        "clip_zero_shot_acc": 0.90,
+        "recon_psnr_db": 28.0,
+        "recon_oracle_agreement": 0.97,
+        "counterfactual_recon_agreement": 0.90,
+        "oracle_clean_acc": 0.99,
+        "random_valid_rate": 0.90,
+        "reachability_mean": 0.95,
+    }
+    return report

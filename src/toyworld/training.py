@@ -1,0 +1,223 @@
+"""Training loops of the toyfaces build: toy StyleGAN2 + inverter as an autoencoder, and the toy CLIP.
+
+Both are plain loops (no Lightning): fixed step counts, seeded, bf16 autocast on CPU, periodic resumable
+checkpoints, a progress line every few seconds.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from src.toyworld.attributes import SCHEMA, uniform_rates
+from src.toyworld.captions import caption, hard_negative_captions
+from src.toyworld.models import Inverter, build_generator
+from src.toyworld.pool import RenderPool
+
+
+def cosine_lr(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up then cosine decay to 5%: a multiplier of the base lr."""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+class Progress:
+    """Prints ``name step/total k=v ... (elapsed, eta)`` at most every ``every_s`` seconds."""
+
+    def __init__(self, name: str, total: int, enabled: bool = True, every_s: float = 15.0):
+        self.name, self.total, self.enabled, self.every_s = name, total, enabled, every_s
+        self.t0 = self.last = time.perf_counter()
+
+    def __call__(self, step: int, **values: float) -> None:
+        now = time.perf_counter()
+        if not self.enabled or (now - self.last < self.every_s and step + 1 < self.total):
+            return
+        self.last = now
+        rate = (step + 1) / (now - self.t0)
+        eta = (self.total - step - 1) / max(rate, 1e-9)
+        vals = " ".join(f"{k}={v:.4g}" for k, v in values.items())
+        print(
+            f"[{self.name}] {step + 1}/{self.total} {vals} ({now - self.t0:.0f}s, eta {eta:.0f}s)", flush=True
+        )
+
+
+class Resumable:
+    """Saves {name: state_dict} + step every ``every_s`` seconds to ``path``; restores them on start."""
+
+    def __init__(self, path: str | None, objects: dict[str, object], every_s: float = 120.0):
+        self.path, self.objects, self.every_s = path, objects, every_s
+        self.last = time.perf_counter()
+
+    def restore(self) -> int:
+        if not self.path or not os.path.isfile(self.path):
+            return 0
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        for name, obj in self.objects.items():
+            obj.load_state_dict(state[name])
+        torch.set_rng_state(state["torch_rng"])
+        print(f"resumed {self.path} at step {state['step']}", flush=True)
+        return int(state["step"])
+
+    def maybe_save(self, step: int, force: bool = False) -> None:
+        if not self.path or not (force or time.perf_counter() - self.last > self.every_s):
+            return
+        state = {name: obj.state_dict() for name, obj in self.objects.items()}
+        state.update(step=step, torch_rng=torch.get_rng_state())
+        tmp = self.path + ".tmp"
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)  # atomic: a kill never leaves a half-written checkpoint
+        self.last = time.perf_counter()
+
+
+def psnr_db(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """PSNR per image in dB, images in [-1, 1] compared on the [0, 1] scale."""
+    mse = ((x.clamp(-1, 1) - y) / 2).pow(2).flatten(1).mean(1)
+    return -10 * torch.log10(mse.clamp_min(1e-10))
+
+
+def train_autoencoder(
+    steps: int,
+    batch: int = 32,
+    lr: float = 2e-3,
+    seed: int = 0,
+    counterfactual_rate: float = 0.04,
+    latent_noise: float = 0.05,
+    bf16: bool = True,
+    pool_size: int = 8192,
+    resume_path: str | None = None,
+    progress: bool = True,
+) -> tuple[nn.Module, Inverter, dict[str, float]]:
+    """Train the toy generator as the decoder of the inverter on renders (counterfactual values rare).
+
+    Pixel loss L1 + MSE; a little Gaussian noise on W+ during most of training keeps the latent space smooth,
+    so that nearby latents still decode to faces (what a mapper's edits need).
+    """
+    torch.manual_seed(seed)
+    gen = build_generator(seed)
+    inv = Inverter(gen.n_latent, gen.style_dim)
+    params = [p for n, p in gen.named_parameters() if not n.startswith("style.")] + list(inv.parameters())
+    opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, max(1, steps // 20)))
+    pool = RenderPool(
+        min(pool_size, max(batch * 4, 64)) if steps < 50 else pool_size, counterfactual_rate, seed=seed
+    )
+    g = torch.Generator().manual_seed(seed)
+    ckpt = Resumable(resume_path, {"generator": gen, "inverter": inv, "opt": opt, "sched": sched})
+    start = ckpt.restore()
+    show = Progress("autoencoder", steps, progress)
+    gen.train()
+    inv.train()
+    for step in range(start, steps):
+        pool.refresh(batch // 2)
+        x, _ = pool.sample(batch, g)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            w = inv(x)
+            if step < 0.8 * steps and latent_noise > 0:
+                w = w + latent_noise * w.detach().std() * torch.randn_like(w)
+            y = gen.synthesis(w).float()
+        loss = F.l1_loss(y, x) + F.mse_loss(y, x) + 1e-4 * w.float().pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        ckpt.maybe_save(step + 1)
+        show(step, loss=loss.item(), psnr=psnr_db(y.detach(), x).mean().item(), lr=sched.get_last_lr()[0])
+    ckpt.maybe_save(steps, force=True)
+    gen.eval()
+    inv.eval()
+    return gen, inv, {"ae_steps": float(steps)}
+
+
+@torch.no_grad()
+def invert(inv: nn.Module, images: torch.Tensor, chunk: int = 256) -> torch.Tensor:
+    """W+ latents (N, L, D) of images (N, 3, H, W) in [-1, 1]."""
+    return torch.cat([inv(x) for x in images.split(chunk)])
+
+
+@torch.no_grad()
+def decode(gen: nn.Module, latents: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+    return torch.cat([gen.synthesis(w) for w in latents.split(chunk)])
+
+
+def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, n_pos: int) -> torch.Tensor:
+    """Symmetric InfoNCE; texts beyond the first ``n_pos`` are extra (hard) negatives for the images."""
+    logits = scale * img @ txt.T  # (B, B + extra)
+    labels = torch.arange(n_pos)
+    return (F.cross_entropy(logits, labels) + F.cross_entropy(logits[:, :n_pos].T, labels)) / 2
+
+
+def train_clip(
+    model: nn.Module,
+    tokenizer: Callable,
+    preprocess: Callable,
+    steps: int,
+    batch: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    hard_negatives: int = 1,
+    bf16: bool = True,
+    pool_size: int = 8192,
+    resume_path: str | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Contrastive training of an open_clip model on renders x generated captions (counterfactual values
+    common: the toy CLIP "knows" them), with colour-swapping hard-negative captions."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([seed, 31])
+    rates = uniform_rates()
+    rates["style"] = 0.3
+    pool = RenderPool(
+        min(pool_size, max(batch * 4, 64)) if steps < 50 else pool_size,
+        rates,
+        eyebrows_follow_hair=0.5,
+        seed=seed + 1,
+    )
+    g = torch.Generator().manual_seed(seed)
+    decay, no_decay = [], []
+    for n, p in model.named_parameters():
+        (no_decay if p.ndim < 2 or "embedding" in n or "logit_scale" in n else decay).append(p)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.1}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(0.9, 0.98),
+        eps=1e-6,
+    )
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, max(1, steps // 20)))
+    ckpt = Resumable(resume_path, {"clip": model, "opt": opt, "sched": sched})
+    start = ckpt.restore()
+    show = Progress("clip", steps, progress)
+    model.train()
+    from src.toyworld.attributes import Attributes
+
+    for step in range(start, steps):
+        pool.refresh(batch // 4)
+        idx = torch.randint(len(pool), (batch,), generator=g)
+        x = pool.images[idx].float() / 127.5 - 1.0
+        x = x + 0.02 * torch.randn(x.shape, generator=g)  # mild noise; no geometric augmentation
+        attrs: list[Attributes] = [pool.attrs[i] for i in idx.tolist()]
+        texts = [caption(a, rng) for a in attrs]
+        for a in attrs[: batch * hard_negatives // 2]:
+            texts += hard_negative_captions(a, rng, n=1)
+        tokens = tokenizer(texts)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            img = F.normalize(model.encode_image(preprocess(x)).float(), dim=-1)
+            txt = F.normalize(model.encode_text(tokens).float(), dim=-1)
+        loss = contrastive_loss(img, txt, model.logit_scale.exp().clamp(max=100), batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        ckpt.maybe_save(step + 1)
+        show(step, loss=loss.item(), scale=model.logit_scale.exp().item())
+    ckpt.maybe_save(steps, force=True)
+    model.eval()
+    return {"clip_steps": float(steps), "clip_attributes": float(len(SCHEMA))}

@@ -1,0 +1,17 @@
+"""OmegaConf resolvers used by the configs (registered once when ``src`` is imported)."""
+
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+
+def _toyfaces_latents(split: str) -> str:
+    """``${toyfaces_latents:train}`` -> a [N, L, D] tensor file of the shipped toyfaces latents."""
+    from src.toyworld.assets import latent_file
+
+    return latent_file(split)
+
+
+def register() -> None:
+    if not OmegaConf.has_resolver("toyfaces_latents"):
+        OmegaConf.register_new_resolver("toyfaces_latents", _toyfaces_latents)
