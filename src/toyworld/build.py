@@ -35,6 +35,7 @@ class BuildConfig:
     seed: int = 0
     oracle_steps: int = 1500
     oracle_batch: int = 128
+    pool_size: int = 8192  # pre-rendered images each training loop samples from (refreshed as it goes)
     clip_steps: int = 2000
     clip_batch: int = 128
     clip_lr: float = 1e-3
@@ -59,6 +60,7 @@ class BuildConfig:
             ae_steps=3,
             ae_batch=4,
             num_train_latents=8,
+            pool_size=64,
             num_test_latents=4,
             report_size=8,
             reach_faces=2,
@@ -100,6 +102,7 @@ class Builder:
             seed=c.seed,
             progress=self.progress,
             eval_size=max(c.report_size, 8),
+            pool_size=c.pool_size,
         )
         torch.save({"state_dict": model.state_dict(), "metrics": metrics}, self.path("oracle.pt"))
 
@@ -118,6 +121,7 @@ class Builder:
             self.cfg.clip_batch,
             self.cfg.clip_lr,
             seed=self.cfg.seed,
+            pool_size=self.cfg.pool_size,
             resume_path=str(self.path("clip.resume.pt")),
             progress=self.progress,
         )
@@ -133,6 +137,7 @@ class Builder:
             c.ae_lr,
             seed=c.seed,
             counterfactual_rate=c.counterfactual_rate,
+            pool_size=c.pool_size,
             resume_path=str(self.path("autoencoder.resume.pt")),
             progress=self.progress,
         )
@@ -206,6 +211,9 @@ class Builder:
             if self.done(stage) and not force:
                 self.log(f"[{stage}] done already (in {self.work}); skipping")
                 continue
+            if force:
+                for stale in self.work.glob(f"{stage}.resume.pt"):
+                    stale.unlink()
             self.log(f"[{stage}] starting")
             t0 = time.perf_counter()
             getattr(self, f"stage_{stage}")()

@@ -33,9 +33,10 @@ def kid(a: torch.Tensor, b: torch.Tensor) -> float:
 class ToyfacesEvaluator:
     """Scores source/edited pairs of the toyfaces test latents for one prompt with the oracle."""
 
-    def __init__(self, edits: dict[str, Sequence[str]], dilate: int = 2):
+    def __init__(self, edits: dict[str, Sequence[str]], dilate: int = 2, asset_dir: str | None = None):
         self.edits = {k: tuple(v) for k, v in edits.items()}
         self.dilate = dilate
+        self.asset_dir = asset_dir
         self._oracle = None
 
     @property
@@ -43,7 +44,7 @@ class ToyfacesEvaluator:
         if self._oracle is None:
             from src.toyworld.assets import load_oracle
 
-            self._oracle = load_oracle()
+            self._oracle = load_oracle(self.asset_dir)
         return self._oracle
 
     def target(self, prompt_name: str) -> tuple[str, str]:
@@ -57,7 +58,7 @@ class ToyfacesEvaluator:
     def scenes(self, n: int) -> tuple[list[Attributes], list[int]]:
         from src.toyworld.assets import load_latents
 
-        test = load_latents("test")
+        test = load_latents("test", self.asset_dir)
         return ([Attributes.decode(v.numpy()) for v in test["labels"][:n]], test["seeds"][:n].tolist())
 
     @torch.no_grad()

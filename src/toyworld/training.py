@@ -61,8 +61,14 @@ class Resumable:
         if not self.path or not os.path.isfile(self.path):
             return 0
         state = torch.load(self.path, map_location="cpu", weights_only=True)
-        for name, obj in self.objects.items():
-            obj.load_state_dict(state[name])
+        try:
+            for name, obj in self.objects.items():
+                obj.load_state_dict(state[name])
+        except (RuntimeError, KeyError, ValueError) as err:
+            raise RuntimeError(
+                f"cannot resume from {self.path}: it was written by another build config "
+                f"({str(err).splitlines()[0][:120]}). Delete it or run the build with --force."
+            ) from err
         torch.set_rng_state(state["torch_rng"])
         print(f"resumed {self.path} at step {state['step']}", flush=True)
         return int(state["step"])
@@ -107,9 +113,7 @@ def train_autoencoder(
     params = [p for n, p in gen.named_parameters() if not n.startswith("style.")] + list(inv.parameters())
     opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, max(1, steps // 20)))
-    pool = RenderPool(
-        min(pool_size, max(batch * 4, 64)) if steps < 50 else pool_size, counterfactual_rate, seed=seed
-    )
+    pool = RenderPool(pool_size, counterfactual_rate, seed=seed)
     g = torch.Generator().manual_seed(seed)
     ckpt = Resumable(resume_path, {"generator": gen, "inverter": inv, "opt": opt, "sched": sched})
     start = ckpt.restore()
@@ -176,7 +180,7 @@ def train_clip(
     rates = uniform_rates()
     rates["style"] = 0.3
     pool = RenderPool(
-        min(pool_size, max(batch * 4, 64)) if steps < 50 else pool_size,
+        pool_size,
         rates,
         eyebrows_follow_hair=0.5,
         seed=seed + 1,

@@ -1,0 +1,509 @@
+"""Training-step benchmark: ``python -m src.bench preset=tiny|toyfaces|ffhq1024 [key=value ...]``.
+
+Prints ONE JSON object comparing, on the same models and the same batch, in one interleaved run:
+
+* ``step_ms``: our real training step, ``CFCLIPModule.compute_context`` + loss + backward + optimizer step
+  (what ``training_step`` does, without Lightning's logging), built by ``src.builders.build`` from the configs;
+* ``core_ms``: the irreducible core, generator forward+backward on the edited latents, CLIP on the source
+  (forward) and on the K views (forward+backward; the edited image is resized to CLIP's input once and
+  repeated K times), nothing else. ``source_render_ms`` is the no-grad render of the source image, which
+  the method also needs every step; ``overhead_ratio_full`` counts it as core too;
+* ``official_ms``: the same models doing the official code's per-step work (yingchen001/CF-CLIP
+  ``coach.py`` + ``criteria/nce_loss.py``): the target text encoded every step and 4 x T template prompts
+  in the NCE loss, tokenized and encoded with autograd on; the source encoded K times; K augmentation calls
+  in a Python loop, each one parameter draw for the whole batch; frozen networks keeping ``requires_grad``
+  (weight gradients of the generator and CLIP computed and thrown away); ``float()`` of every loss term.
+
+Ratios: ``overhead_ratio = step / core`` (target <= 1.10) and ``speedup_vs_official = official / step``
+(target >= 3 at ffhq1024). The variants run round-robin (order rotated every round) so a noisy, shared
+machine slows them alike; times are medians over ``steps`` rounds after ``warmup`` rounds. Peak memory is
+measured afterwards, one step per variant: CUDA ``max_memory_allocated``; CPU the rise of the resident-set
+high-water mark (``VmHWM``, reset through ``/proc/self/clear_refs``; ``ru_maxrss`` where that is missing).
+
+Bench options (every other ``key=value`` is passed to the train config as a Hydra override, e.g.
+``loss=directional aug=affine``): ``preset``, ``steps``, ``warmup``, ``device`` (cpu|cuda), ``batch``,
+``views``, ``precision`` (32|bf16: autocast for every variant), ``compile`` (torch.compile of the generator
+synthesis and the CLIP image tower), ``channels_last`` (generator activations in NHWC), ``threads``
+(default: torch's), ``frozen_grads`` (official pattern computes frozen weight grads; default true),
+``regularizers`` (keep the domain's identity/perceptual terms; default: tiny yes, others no), ``seed``.
+
+Presets. ``tiny``: ``domain=tiny``. ``toyfaces``: the shipped toyfaces world when its assets exist, else its
+architecture with random weights (64 px generator, style 128, 2 MLP layers, channel_multiplier 1, channels
+<= 128, channel_base 4096; the ``toyfaces`` ViT CLIP). ``ffhq1024``: random-weight 1024 px config-f
+generator + open_clip's ``ViT-B-32`` architecture with random weights (no download), the 79 ImageNet
+templates, batch 2, K 8; on CPU one step takes many seconds, so steps/warmup default to 3/1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import gc
+import json
+import os
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+TOYFACES_ASSETS = Path(__file__).resolve().parent / "toyworld" / "assets" / "manifest.json"
+
+# Overrides of conf/train.yaml shared by every preset: nothing is logged or saved, the paper's loss and aug.
+BASE_OVERRIDES = ["logger=none", "callbacks=none", "loss=clip_nce", "aug=perspective", "trainer=cpu"]
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": {"overrides": ["domain=tiny"], "batch": 2, "views": 8, "steps": 20, "warmup": 3, "reg": True},
+    "toyfaces": {"overrides": [], "batch": 2, "views": 8, "steps": 10, "warmup": 2, "reg": False},
+    "ffhq1024": {
+        "overrides": [
+            "domain=tiny",
+            "domain.name=ffhq1024-random",
+            "domain.templates=imagenet",
+            "domain.generator.size=1024",
+            "domain.generator.style_dim=512",
+            "domain.generator.n_mlp=8",
+            "domain.generator.channel_multiplier=2",
+            "domain.generator.channel_max=512",
+            "+domain.generator.channel_base=16384",
+            "domain.clip.model_name=ViT-B-32",
+            "+domain.clip._convert_=all",
+        ],
+        "batch": 2,
+        "views": 8,
+        "steps": 3,
+        "warmup": 1,
+        "reg": False,
+    },
+}
+
+# The toyfaces world's architecture, for when its shipped assets are absent (random weights).
+TOYFACES_RANDOM = [
+    "domain=tiny",
+    "domain.name=toyfaces-random",
+    "domain.templates=toyfaces",
+    "domain.generator.size=64",
+    "domain.generator.style_dim=128",
+    "domain.generator.n_mlp=2",
+    "domain.generator.channel_multiplier=1",
+    "domain.generator.channel_max=128",
+    "+domain.generator.channel_base=4096",
+    "domain.clip.model_name=toyfaces-clip",
+    "domain.clip.model_config=toyfaces",
+]
+
+BENCH_KEYS = {
+    "preset",
+    "steps",
+    "warmup",
+    "device",
+    "batch",
+    "views",
+    "precision",
+    "compile",
+    "channels_last",
+    "threads",
+    "frozen_grads",
+    "regularizers",
+    "seed",
+}
+
+
+# ---- options --------------------------------------------------------------------------------------------
+def _bool(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected a boolean (true/false), got {value!r}")
+
+
+def parse_args(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
+    """``key=value`` tokens -> (bench options with preset defaults filled in, Hydra overrides)."""
+    raw: dict[str, str] = {}
+    overrides: list[str] = []
+    for token in argv:
+        if token in ("-h", "--help"):
+            print(__doc__)
+            raise SystemExit(0)
+        key, sep, value = token.partition("=")
+        if not sep:
+            raise SystemExit(f"bench: arguments are key=value, got {token!r} (try --help)")
+        if key.lstrip("+~") in BENCH_KEYS:
+            raw[key] = value
+        else:
+            overrides.append(token)
+    preset = raw.get("preset", "tiny")
+    if preset not in PRESETS:
+        raise SystemExit(f"bench: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    p = PRESETS[preset]
+    device = raw.get("device", "cuda" if torch.cuda.is_available() else "cpu")
+    precision = raw.get("precision", "32")
+    if precision not in ("32", "bf16"):
+        raise SystemExit(f"bench: precision must be 32 or bf16, got {precision!r}")
+    opts = {
+        "preset": preset,
+        "device": device,
+        "steps": int(raw.get("steps", p["steps"])),
+        "warmup": int(raw.get("warmup", p["warmup"])),
+        "batch": int(raw.get("batch", p["batch"])),
+        "views": int(raw.get("views", p["views"])),
+        "precision": precision,
+        "compile": _bool(raw.get("compile", "false")),
+        "channels_last": _bool(raw.get("channels_last", "false")),
+        "threads": int(raw["threads"]) if "threads" in raw else None,
+        "frozen_grads": _bool(raw.get("frozen_grads", "true")),
+        "regularizers": _bool(raw.get("regularizers", str(p["reg"]))),
+        "seed": int(raw.get("seed", 0)),
+    }
+    if opts["steps"] < 1 or opts["warmup"] < 0:
+        raise SystemExit("bench: steps must be >= 1 and warmup >= 0")
+    return opts, overrides
+
+
+def compose_config(opts: dict[str, Any], extra: list[str]) -> tuple[Any, str]:
+    """conf/train.yaml composed with the preset's overrides; returns (cfg, which world the preset used)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import open_dict
+
+    preset = opts["preset"]
+    overrides = list(BASE_OVERRIDES) + list(PRESETS[preset]["overrides"])
+    world = preset
+    if preset == "toyfaces":
+        if TOYFACES_ASSETS.is_file():
+            overrides.append("domain=toyfaces")
+            world = "toyfaces (shipped assets)"
+        else:
+            overrides += TOYFACES_RANDOM
+            world = "toyfaces architecture, random weights (assets not built)"
+    elif preset == "ffhq1024":
+        world = "ffhq1024 config-f generator + ViT-B-32, random weights"
+    overrides += [f"data.batch_size={opts['batch']}", f"aug.num_views={opts['views']}"]
+    overrides += extra
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=overrides)
+    with open_dict(cfg):
+        # the hydra: paths only exist inside @hydra.main; the bench writes nothing, so plain paths do
+        cfg.paths.root_dir = str(CONF_DIR.parent)
+        cfg.paths.output_dir = str(CONF_DIR.parent / "outputs" / "bench")
+        if preset == "ffhq1024":
+            import open_clip
+
+            cfg.domain.clip.model_config = open_clip.get_model_config("ViT-B-32")  # architecture only
+        if not opts["regularizers"]:
+            cfg.loss.regularizers = {}
+    return cfg, world
+
+
+# ---- measurement helpers ---------------------------------------------------------------------------------
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _rss_kb(field: str) -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+def _reset_hwm() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # Linux: reset the peak RSS (VmHWM) to the current RSS
+        return True
+    except OSError:
+        return False
+
+
+def peak_memory_mb(fn: Callable[[], Any], device: torch.device) -> tuple[float, str]:
+    """Extra memory one call of ``fn`` needs at its peak, in MiB, and how it was measured."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        fn()
+        torch.cuda.synchronize(device)
+        return (torch.cuda.max_memory_allocated(device) - before) / 2**20, "cuda max_memory_allocated"
+    if _reset_hwm() and _rss_kb("VmRSS") is not None:
+        before = _rss_kb("VmRSS")
+        fn()
+        return (_rss_kb("VmHWM") - before) / 1024, "VmHWM rise over VmRSS"
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    fn()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024, "ru_maxrss rise"
+
+
+@contextlib.contextmanager
+def requires_grad(modules: list[torch.nn.Module], on: bool) -> Iterator[None]:
+    """Temporarily give frozen networks ``requires_grad`` (the official code never freezes them)."""
+    params = [p for m in modules for p in m.parameters()] if on else []
+    for p in params:
+        p.requires_grad_(True)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(False)
+            p.grad = None
+
+
+# ---- the benchmark ---------------------------------------------------------------------------------------
+class Bench:
+    """Builds the module once and exposes the four measured variants as zero-argument callables."""
+
+    def __init__(self, opts: dict[str, Any], overrides: list[str]):
+        from src.builders import build
+
+        self.opts = opts
+        self.device = torch.device(opts["device"])
+        cfg, self.world = compose_config(opts, overrides)
+        self.cfg = cfg
+        torch.manual_seed(opts["seed"])
+        module, _ = build(cfg)
+        self.module = module.to(self.device)
+        self.module.train()
+        self.generator, self.clip = self.module.generator, self.module.clip
+        if opts["channels_last"]:
+            self.generator.channels_last = True  # src.models.stylegan2.Generator: NHWC activations
+            self.generator.to(memory_format=torch.channels_last)
+        if opts["compile"]:
+            self.generator.synthesis = torch.compile(self.generator.synthesis)
+            self.clip.model.visual = torch.compile(self.clip.model.visual)
+        self.optimizer = self.module.configure_optimizers()
+        if isinstance(self.optimizer, dict):
+            self.optimizer = self.optimizer["optimizer"]
+        self.K = opts["views"]
+        self.autocast = (
+            (lambda: torch.autocast(self.device.type, dtype=torch.bfloat16))
+            if opts["precision"] == "bf16"
+            else contextlib.nullcontext
+        )
+        # one fixed batch of latents, as the data module makes them (truncated W toward the mean, as W+)
+        g = self.generator
+        gen = torch.Generator().manual_seed(opts["seed"])
+        with torch.no_grad():
+            z = torch.randn(opts["batch"], g.style_dim, generator=gen).to(self.device)
+            mean = g.mapping(torch.randn(1024, g.style_dim, generator=gen).to(self.device)).mean(0, keepdim=True)
+            w = mean + 0.7 * (g.mapping(z) - mean)
+        self.w = w[:, None].expand(-1, g.n_latent, -1).contiguous()  # (B, L, D)
+        with torch.no_grad(), self.autocast():
+            self.x_src = g.synthesis(self.w).float()  # (B, 3, H, W), for the core's source CLIP forward
+            self.w_hat = self.module.edit(self.w).float()  # (B, L, D) edited latents for the core
+        self.probe = torch.randn(opts["batch"] * self.K, self.clip.embed_dim, device=self.device)
+        self._build_official()
+
+    # -- ours: exactly training_step's computation + backward + optimizer step --
+    def ours(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        with self.autocast():
+            total, _parts = self.module.loss(self.module.compute_context(self.w))
+        total.backward()
+        self.optimizer.step()
+
+    # -- the irreducible core --
+    def core(self) -> None:
+        clip = self.clip
+        w_hat = self.w_hat.detach().requires_grad_(True)  # the edit's latents: gradient flows back to them
+        with self.autocast():
+            x_hat = self.generator.synthesis(w_hat)  # (B, 3, H, W)
+            with torch.no_grad():
+                clip.model.encode_image(clip.preprocess(self.x_src).to(clip.dtype))  # source features
+            views = clip.preprocess(x_hat).repeat_interleave(self.K, dim=0)  # (B*K, 3, S, S)
+            feats = F.normalize(clip.model.encode_image(views.to(clip.dtype)).float(), dim=-1)
+        (feats * self.probe).sum().backward()
+
+    def source_render(self) -> None:
+        with torch.no_grad(), self.autocast():
+            self.generator.synthesis(self.w)
+
+    # -- the official code's per-step work on the same models --
+    def _build_official(self) -> None:
+        from src.losses import CLIPNCELoss
+
+        prompt, clip = self.module.prompt, self.clip
+        self.templates_source = prompt.with_templates(prompt.source)
+        self.templates_target = prompt.with_templates(prompt.target)
+        # coach.py tokenizes the description once (self.text_inputs) and encodes it every step
+        self.target_tokens = clip.tokenizer([prompt.target], context_length=clip.context_length).to(self.device)
+        transform = getattr(self.module.augment, "transform", None)
+        self.official_aug = None
+        if transform is not None:
+            self.official_aug = copy.deepcopy(transform)  # one parameter draw per call for the whole batch
+            for m in self.official_aug.modules():
+                if hasattr(m, "same_on_batch"):
+                    m.same_on_batch = True
+        nce = [t for t in self.module.loss.terms.values() if isinstance(t, CLIPNCELoss)]
+        self.nce_weight = nce[0].weight if nce else 0.3
+        self.nce_temperature = nce[0].temperature if nce else 0.1
+        clip_terms = {"edit_features", "view_features"}
+        self.other_terms = {
+            name: t for name, t in self.module.loss.terms.items() if not (set(t.requires) & clip_terms)
+        }
+        self.frozen = [self.generator, self.clip]
+
+    def _text_features(self, texts: list[str]) -> torch.Tensor:
+        """nce_loss.get_text_features: tokenize + encode (autograd on) + detach + normalise, every call."""
+        clip = self.clip
+        tokens = clip.tokenizer(texts, context_length=clip.context_length).to(self.device)
+        feats = clip.model.encode_text(tokens).detach().float()
+        return feats / feats.norm(dim=-1, keepdim=True)
+
+    def _image_features(self, x: torch.Tensor) -> torch.Tensor:
+        feats = self.clip.model.encode_image(self.clip.preprocess(x).to(self.clip.dtype)).float()
+        return feats / feats.clone().norm(dim=-1, keepdim=True)
+
+    def official(self) -> None:
+        from src.losses.base import StepContext
+
+        m, K = self.module, self.K
+        with requires_grad(self.frozen, self.opts["frozen_grads"]):
+            self.optimizer.zero_grad(set_to_none=True)
+            with self.autocast():
+                t_feat = m.clip.model.encode_text(self.target_tokens).detach().float()  # (1, E), every step
+                text = t_feat.expand(self.w.shape[0], -1) if getattr(m.mapper, "use_tem", True) else None
+                with torch.no_grad():
+                    x = self.generator.synthesis(self.w)
+                w_hat = self.w + m.step_size * m.mapper(self.w, text)
+                x_hat = self.generator.synthesis(w_hat)
+                ctx = StepContext(w=self.w, w_hat=w_hat, text=m.text_features, x=x, x_hat=x_hat)
+                total = 0.0
+                log = {}
+                for name, term in self.other_terms.items():
+                    value = term(ctx)
+                    log[name] = float(value)  # coach.calc_loss: float() of every term, every step
+                    total = total + term.weight * value
+                # K augmentation calls in a Python loop, one parameter draw for the whole batch each
+                aug = self.official_aug
+                x_aug = torch.cat([aug(x_hat) if aug is not None else x_hat for _ in range(K)])  # (K*B, ...)
+                x_rep = x.repeat(K, 1, 1, 1)  # the source, K times
+                # nce_loss.infonce_loss
+                source_text = self._text_features(self.templates_source)  # (T, E)
+                target_text = self._text_features(self.templates_target).mean(0, keepdim=True)  # (1, E)
+                src_img = self._image_features(x_rep)  # (K*B, E): the source encoded K times
+                tgt_img = self._image_features(x_aug)  # (K*B, E)
+                target_text = target_text.repeat(tgt_img.shape[0], 1)
+                query = tgt_img - src_img
+                query = query / query.clone().norm(dim=-1, keepdim=True)
+                src_t, tgt_t = self._text_features(self.templates_source), self._text_features(self.templates_target)
+                pos1 = (tgt_t - src_t).mean(0, keepdim=True)  # compute_text_direction
+                pos1 = (pos1 / pos1.norm(dim=-1, keepdim=True)).repeat(tgt_img.shape[0], 1)
+                pos2 = target_text - src_img
+                pos2 = pos2 / pos2.clone().norm(dim=-1, keepdim=True)
+                neg = source_text - src_img[:1]  # the official bug: negatives from the first image only
+                neg = neg / neg.clone().norm(dim=-1, keepdim=True)
+                q2, pos = query.repeat(2, 1), torch.cat([pos1, pos2], 0)
+                logits = torch.cat([(q2 * pos).sum(-1, keepdim=True), q2 @ neg.t()], dim=1) / self.nce_temperature
+                nce = F.cross_entropy(logits, logits.new_zeros(logits.shape[0], dtype=torch.long))
+                log["nce"] = float(nce)
+                total = total + self.nce_weight * nce
+                log["loss"] = float(total)
+            total.backward()
+            self.optimizer.step()
+
+    # -- the run --
+    def variants(self) -> dict[str, Callable[[], None]]:
+        return {"ours": self.ours, "core": self.core, "source_render": self.source_render, "official": self.official}
+
+    def run(self) -> dict[str, Any]:
+        opts, device = self.opts, self.device
+        variants = self.variants()
+        names = list(variants)
+        times: dict[str, list[float]] = {n: [] for n in names}
+        for r in range(opts["warmup"] + opts["steps"]):
+            order = names[r % len(names) :] + names[: r % len(names)]  # rotate: no variant always goes first
+            for name in order:
+                _sync(device)
+                t0 = time.perf_counter()
+                variants[name]()
+                _sync(device)
+                dt = (time.perf_counter() - t0) * 1000
+                if r >= opts["warmup"]:
+                    times[name].append(dt)
+        med = {n: statistics.median(v) for n, v in times.items()}
+        memory, how = {}, ""
+        for name in ("ours", "core", "official"):
+            memory[name], how = peak_memory_mb(variants[name], device)
+        syncs = self.count_host_syncs() if device.type == "cuda" else None
+        step, core, src, official = med["ours"], med["core"], med["source_render"], med["official"]
+        return {
+            "preset": opts["preset"],
+            "world": self.world,
+            "device": str(device) if device.type == "cpu" else f"cuda ({torch.cuda.get_device_name(device)})",
+            "torch": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "batch": opts["batch"],
+            "views": self.K,
+            "image_size": int(self.generator.size),
+            "clip_input": int(self.clip.image_size),
+            "templates": len(self.templates_source),
+            "loss_terms": list(self.module.loss.terms),
+            "precision": opts["precision"],
+            "compile": opts["compile"],
+            "channels_last": opts["channels_last"],
+            "steps": opts["steps"],
+            "warmup": opts["warmup"],
+            "step_ms": round(step, 3),
+            "core_ms": round(core, 3),
+            "overhead_ratio": round(step / core, 4),
+            "source_render_ms": round(src, 3),
+            "overhead_ratio_full": round(step / (core + src), 4),
+            "official_ms": round(official, 3),
+            "speedup_vs_official": round(official / step, 4),
+            "official_frozen_grads": opts["frozen_grads"],
+            "step_ms_range": [round(min(times["ours"]), 3), round(max(times["ours"]), 3)],
+            "core_ms_range": [round(min(times["core"]), 3), round(max(times["core"]), 3)],
+            "official_ms_range": [round(min(times["official"]), 3), round(max(times["official"]), 3)],
+            "peak_mem_mb": {k: round(v, 1) for k, v in memory.items()},
+            "peak_mem_method": how,
+            "host_syncs_per_step": syncs,
+            "loadavg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        }
+
+    def count_host_syncs(self) -> int | None:
+        """CUDA only: synchronising calls inside one of our steps (torch's sync debug mode, warn level)."""
+        import warnings
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                self.ours()
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        return sum("synchroniz" in str(w.message).lower() for w in caught)
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    opts, overrides = parse_args(sys.argv[1:] if argv is None else argv)
+    if opts["threads"] is not None:
+        torch.set_num_threads(opts["threads"])
+    if opts["device"] == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("bench: device=cuda but CUDA is not available")
+    if opts["device"] == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    from src.utils.loggers import quiet_library_logs
+
+    quiet_library_logs()
+    result = Bench(opts, overrides).run()
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Print the shipped toyfaces build report as one JSON object: ``python -m src.toyworld.report``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from src.models.weights import WeightsError
+from src.toyworld.assets import ASSET_DIR, load_report, manifest
+
+TARGETS = {
+    "clip_zero_shot_acc": 0.90,
+    "recon_psnr_db": 28.0,
+    "recon_oracle_agreement": 0.97,
+    "counterfactual_recon_agreement": 0.90,
+    "oracle_clean_acc": 0.99,
+    "random_valid_rate": 0.90,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--asset-dir", default=str(ASSET_DIR), help="asset directory (default: the shipped one)")
+    args = p.parse_args(argv)
+    try:
+        report = load_report(args.asset_dir)
+        man = manifest(args.asset_dir)
+    except WeightsError as err:
+        print(f"cfclip: error: {err}", file=sys.stderr)
+        return 2
+    report["meets_targets"] = {k: report.get(k) is not None and report[k] >= v for k, v in TARGETS.items()}
+    report["assets_bytes"] = sum(f["bytes"] for f in man["files"].values())
+    report["build_command"] = man.get("build_command")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,150 @@
+"""The toyfaces build in smoke mode (every stage, seconds), its assets, and the whole method on them."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from src.models.weights import WeightsError
+from src.toyworld import assets
+from src.toyworld.build import main as build_main
+from tests.conftest import ROOT
+
+ASSET_FILES = {
+    "generator.pt",
+    "inverter.pt",
+    "oracle.pt",
+    "clip.pt",
+    "latents.pt",
+    "sampler.pt",
+    "report.json",
+    "build_config.json",
+}
+REPORT_KEYS = {
+    "clip_zero_shot_acc",
+    "recon_psnr_db",
+    "recon_oracle_agreement",
+    "counterfactual_recon_agreement",
+    "oracle_clean_acc",
+    "random_valid_rate",
+    "reachability",
+}
+
+
+@pytest.fixture(scope="session")
+def smoke_assets(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("toyfaces")
+    out = root / "assets"
+    assert build_main(["--smoke", "--work", str(root / "work"), "--out", str(out)]) == 0
+    return out
+
+
+def test_smoke_build_writes_every_asset_with_a_manifest(smoke_assets):
+    man = assets.manifest(smoke_assets)
+    assert set(man["files"]) == ASSET_FILES
+    assert "python -m src.toyworld.build" in man["build_command"]
+    for name, entry in man["files"].items():
+        assert assets.sha256(smoke_assets / name) == entry["sha256"]
+        if name.endswith(".pt"):
+            torch.load(smoke_assets / name, weights_only=True)  # no pickled code anywhere
+    assert REPORT_KEYS <= set(json.loads((smoke_assets / "report.json").read_text()))
+
+
+def test_assets_load_through_the_common_model_code(smoke_assets):
+    gen = assets.load_generator(str(smoke_assets))
+    clip = assets.load_clip(str(smoke_assets))
+    inv = assets.load_inverter(str(smoke_assets))
+    lat = assets.load_latents("test", str(smoke_assets))
+    w = lat["latents"][:2]
+    assert w.shape[1:] == (gen.n_latent, gen.style_dim)
+    x = gen.synthesis(w)
+    assert x.shape == (2, 3, 64, 64) and inv(x).shape == w.shape
+    assert clip.encode_image(x).shape == (2, clip.embed_dim)
+    assert assets.load_oracle(str(smoke_assets)).predict(x)["ears"].shape == (2,)
+    assert assets.load_sampler(str(smoke_assets)).sample(3).shape == (3, gen.n_latent, gen.style_dim)
+
+
+def test_a_modified_asset_is_refused_with_the_fix(smoke_assets, tmp_path):
+    bad = tmp_path / "assets"
+    shutil.copytree(smoke_assets, bad)
+    with open(bad / "oracle.pt", "ab") as fh:
+        fh.write(b"tampered")
+    with pytest.raises(WeightsError, match="sha256.*python -m src.toyworld.build"):
+        assets.load_oracle(str(bad))
+    (bad / "manifest.json").unlink()
+    with pytest.raises(WeightsError, match="manifest.json is missing"):
+        assets.load_generator(str(bad))
+
+
+def test_report_command_prints_json(smoke_assets):
+    res = subprocess.run(
+        [sys.executable, "-m", "src.toyworld.report", "--asset-dir", str(smoke_assets)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0, res.stderr
+    report = json.loads(res.stdout)
+    assert REPORT_KEYS <= set(report) and set(report["meets_targets"]) and report["assets_bytes"] > 0
+
+
+def test_train_and_eval_on_toyfaces(fast_cfg, smoke_assets, tmp_path):
+    from src.train import train
+
+    cfg = fast_cfg(
+        "domain=toyfaces",
+        f"domain.asset_dir={smoke_assets}",
+        "prompt=elf_ears",
+        "aug.num_views=2",
+        "eval_after_fit=true",
+        "data.num_test=4",
+    )
+    assert cfg.prompt.target == "face with elf ears"  # the domain's own phrasing
+    metrics = train(cfg)
+    for key in (
+        "eval/edit_accuracy",
+        "eval/preservation",
+        "eval/leakage",
+        "eval/realism/valid_rate",
+        "eval/clip_score",
+        "eval/unedited_accuracy",
+    ):
+        assert key in metrics, key
+    result = json.loads((tmp_path / "eval" / "eval.json").read_text())
+    assert result["target"] == "ears:pointed" and 0 <= result["edit_accuracy"] <= 1
+    assert set(result["preservation_per_attribute"]) == {
+        "eyebrow_color",
+        "lip_color",
+        "iris_color",
+        "skin_tone",
+        "style",
+        "hair_color",
+    }
+    # the CLI evaluates the run checkpoint with the same code
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "src.eval",
+            f"ckpt={tmp_path}/checkpoints/last.ckpt",
+            f"hydra.run.dir={tmp_path}/evalrun",
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    printed = json.loads(res.stdout[res.stdout.index("{") :])
+    assert printed["edit_accuracy"] == pytest.approx(result["edit_accuracy"])
+    assert (tmp_path / "evalrun" / "eval_grid.png").is_file()
