@@ -227,6 +227,19 @@ def _reset_hwm() -> bool:
         return False
 
 
+def _return_freed_memory() -> None:
+    """glibc: serve allocations >= 16 KiB by mmap (returned to the OS on free) and trim the heap, so the
+    resident set follows the live tensors instead of malloc's cached free chunks. Memory pass only (slower)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 16384)  # M_MMAP_THRESHOLD
+        libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def peak_memory_mb(fn: Callable[[], Any], device: torch.device) -> tuple[float, str]:
     """Extra memory one call of ``fn`` needs at its peak, in MiB, and how it was measured."""
     gc.collect()
@@ -237,6 +250,7 @@ def peak_memory_mb(fn: Callable[[], Any], device: torch.device) -> tuple[float, 
         fn()
         torch.cuda.synchronize(device)
         return (torch.cuda.max_memory_allocated(device) - before) / 2**20, "cuda max_memory_allocated"
+    _return_freed_memory()
     if _reset_hwm() and _rss_kb("VmRSS") is not None:
         before = _rss_kb("VmRSS")
         fn()

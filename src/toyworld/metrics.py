@@ -30,6 +30,30 @@ def kid(a: torch.Tensor, b: torch.Tensor) -> float:
     ).item()
 
 
+def ideal_edits(
+    attrs: Sequence[Attributes], seeds: Sequence[int], attribute: str, value: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ideal edits (same faces, only ``attribute`` = ``value``) (N, 3, H, W) and the edit region (N, 1, H, W):
+    the attribute's masks before and after (pointed ear tips lie outside the round ear)."""
+    ideal, masks = [], []
+    for a, s in zip(attrs, seeds):
+        img, m_cf = render(a.replace(**{attribute: value}), s, as_tensor=True)
+        _, m_src = render(a, s)
+        ideal.append(img)
+        masks.append(torch.from_numpy(attribute_mask(m_src, attribute) | attribute_mask(m_cf, attribute)))
+    return torch.stack(ideal), torch.stack(masks)[:, None].float()
+
+
+def leakage(x: torch.Tensor, x_hat: torch.Tensor, mask: torch.Tensor) -> float | None:
+    """Mean absolute change outside the region relative to inside; None for global edits (no outside)."""
+    if not bool((mask < 1).any()):
+        return None
+    change = (x_hat - x).abs().mean(1, keepdim=True)
+    inside = (change * mask).sum() / mask.sum().clamp_min(1)
+    outside = (change * (1 - mask)).sum() / (1 - mask).sum().clamp_min(1)
+    return (outside / inside.clamp_min(1e-8)).item()
+
+
 class ToyfacesEvaluator:
     """Scores source/edited pairs of the toyfaces test latents for one prompt with the oracle."""
 
@@ -75,23 +99,10 @@ class ToyfacesEvaluator:
         out["preservation"] = float(np.mean(list(per.values())))
         out["preservation_per_attribute"] = per
         attrs, seeds = self.scenes(x.shape[0])
-        ideal, masks = [], []
-        for a, s in zip(attrs, seeds):
-            img, m_cf = render(a.replace(**{attribute: value}), s, as_tensor=True)
-            _, m_src = render(a, s)
-            ideal.append(img)
-            masks.append(torch.from_numpy(attribute_mask(m_src, attribute) | attribute_mask(m_cf, attribute)))
-        ideal_t = torch.stack(ideal)
-        mask = torch.stack(masks)[:, None].float()
+        ideal_t, mask = ideal_edits(attrs, seeds, attribute, value)
         if self.dilate:
             mask = F.max_pool2d(mask, 2 * self.dilate + 1, 1, self.dilate)
-        change = (x_hat - x).abs().mean(1, keepdim=True)
-        if bool((mask < 1).any()):
-            inside = (change * mask).sum() / mask.sum().clamp_min(1)
-            outside = (change * (1 - mask)).sum() / (1 - mask).sum().clamp_min(1)
-            out["leakage"] = (outside / inside.clamp_min(1e-8)).item()
-        else:  # a global edit (style): no outside region
-            out["leakage"] = None
+        out["leakage"] = leakage(x, x_hat, mask)
         valid = oracle.valid_prob(x_hat)
         out["realism"] = {
             "valid_rate": (valid > 0.5).float().mean().item(),

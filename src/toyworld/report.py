@@ -8,15 +8,7 @@ import sys
 
 from src.models.weights import WeightsError
 from src.toyworld.assets import ASSET_DIR, load_report, manifest
-
-TARGETS = {
-    "clip_zero_shot_acc": 0.90,
-    "recon_psnr_db": 28.0,
-    "recon_oracle_agreement": 0.97,
-    "counterfactual_recon_agreement": 0.90,
-    "oracle_clean_acc": 0.99,
-    "random_valid_rate": 0.90,
-}
+from src.toyworld.report_metrics import TARGETS
 
 
 def main(argv: list[str] | None = None) -> int:
