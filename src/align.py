@@ -60,8 +60,8 @@ def align_face(
     img = image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image, dtype=np.uint8))
     img = img.convert("RGB")
     quad, qsize = ffhq_quad(landmarks)
-    transform_size = transform_size or max(output_size, 4 * output_size if qsize > 4 * output_size else 0)
-    transform_size = max(output_size, min(transform_size, 4096))
+    # warp at up to 4x the output size, then downsample (FFHQ: 4096 -> 1024)
+    transform_size = max(output_size, transform_size or min(4 * output_size, 4096))
 
     # shrink: anti-aliasing for large faces
     shrink = int(np.floor(qsize / output_size * 0.5))
@@ -103,7 +103,7 @@ def align_face(
         max(pad[3] - img.size[1] + border, 0),
     )
     if enable_padding and max(pad) > border - 4:
-        pad = np.maximum(pad, int(np.rint(qsize * 0.3)))
+        pad = np.maximum(pad, max(int(np.rint(qsize * 0.3)), 1))
         arr = np.pad(np.float32(img), ((pad[1], pad[3]), (pad[0], pad[2]), (0, 0)), "reflect")
         h, w, _ = arr.shape
         yy, xx, _ = np.ogrid[:h, :w, :1]

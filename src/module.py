@@ -65,6 +65,9 @@ class CFCLIPModule(pl.LightningModule):
         for key, value in vars(feats).items():
             self.register_buffer(f"text_{key}", value.float().clone(), persistent=False)
         self.register_buffer("text_embedding", raw.float().clone(), persistent=False)  # (E,) TEM input
+        # the last training loss, detached: src.utils.guards.NaNGuard checks it before the optimizer step
+        self.last_loss: torch.Tensor | None = None
+        self.last_loss_parts: dict[str, torch.Tensor] = {}
         self.save_hyperparameters(config or {}, logger=False)
 
     # ---- frozen parts stay frozen -------------------------------------------------------------------------
@@ -125,8 +128,10 @@ class CFCLIPModule(pl.LightningModule):
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         total, parts = self.loss(self.compute_context(batch["w"]))
-        self.log_dict({f"train/loss_{k}": v.detach() for k, v in parts.items()}, on_step=True)
-        self.log("train/loss", total.detach(), on_step=True, prog_bar=True)
+        # kept for the NaN guard (no host sync here: it checks them together with the gradient norm)
+        self.last_loss, self.last_loss_parts = total.detach(), {k: v.detach() for k, v in parts.items()}
+        self.log_dict({f"train/loss_{k}": v for k, v in self.last_loss_parts.items()}, on_step=True)
+        self.log("train/loss", self.last_loss, on_step=True, prog_bar=True)
         return total
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:

@@ -46,7 +46,9 @@ def _skip_reason(err: Exception, filename: str, weights_dir: str | None) -> str:
     return f"skipped: {filename} could not be loaded ({text.splitlines()[0][:300]})"
 
 
-def lpips_model(net: str = "vgg", backbone_file: str | None = None, weights_dir: str | None = None) -> nn.Module:
+def lpips_model(
+    net: str = "vgg", backbone_file: str | None = None, weights_dir: str | None = None
+) -> nn.Module:
     """lpips.LPIPS with its shipped linear heads and the torchvision backbone from a local file (never downloads).
 
     torchvision's ``features.{i}`` keys map onto lpips' ``slice{k}.{i}``; every backbone weight must be present.
@@ -62,7 +64,9 @@ def lpips_model(net: str = "vgg", backbone_file: str | None = None, weights_dir:
     for key in model.net.state_dict():
         source = "features." + key.split(".", 1)[1]  # slice3.12.weight -> features.12.weight
         if source not in state:
-            raise WeightsError(f"LPIPS {net} backbone: {path} has no '{source}': is it torchvision's {net} file?")
+            raise WeightsError(
+                f"LPIPS {net} backbone: {path} has no '{source}': is it torchvision's {net} file?"
+            )
         mapped[key] = state[source]
     model.net.load_state_dict(mapped, strict=True)
     return model.eval().requires_grad_(False)
@@ -146,6 +150,9 @@ class RealEvaluator:
                 "CLIP", str(cfg.get("file") or name), lambda: real_clip(weights_dir=self.weights_dir, **cfg)
             )
             if clip is None:
+                reason += (
+                    " (or choose the evaluation CLIP with domain.evaluator.clip={model_name,pretrained,file})"
+                )
                 return {"eval_clip_model": name, "eval_clip_score": reason}
         clip = clip.to(self.device)
         f, fh = [], []

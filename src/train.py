@@ -6,23 +6,28 @@ Sweeps: ``python -m src.train -m loss=clip_nce,directional,global aug=perspectiv
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import os
+import re
+import signal
+import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hydra
-import pytorch_lightning as pl
-import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from src.builders import build, instantiate_dict, plain_config
-from src.evaluation import evaluate
-from src.utils.errors import run_task
+from src.utils.errors import claim_output_dir, run_task
 from src.utils.loggers import quiet_library_logs, scrub_secrets
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+
+# torch, Lightning and the model code are imported inside the functions: a typo in an override, --help or an
+# unwritable run dir is reported in a fraction of a second instead of after importing them.
 
 log = logging.getLogger("cfclip")
 
@@ -56,8 +61,125 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
     return path
 
 
+# config sections that decide the shape of the trainable weights (a resume across them cannot work)
+_MODEL_SECTIONS = ("model", "domain.generator", "domain.clip")
+
+
+def _select(d: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+
+def config_diff(old: dict | None, new: dict, sections: tuple[str, ...] = _MODEL_SECTIONS) -> list[str]:
+    """``key: old -> new`` for the leaves of ``sections`` that differ between two plain configs."""
+    out: list[str] = []
+
+    def walk(a: Any, b: Any, key: str) -> None:
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                walk(a.get(k), b.get(k), f"{key}.{k}")
+        elif a != b:
+            out.append(f"{key}: {a!r} -> {b!r}")
+
+    for section in sections:
+        walk(_select(old or {}, section), _select(new, section), section)
+    return out
+
+
+def check_resume_checkpoint(path: str, cfg: DictConfig, module: Any) -> int:
+    """Before Lightning restores ``path``: it must load safely, be a run checkpoint, and fit this model config.
+
+    Returns the checkpoint's global step."""
+    from src.builders import plain_config
+    from src.models.weights import load_checkpoint
+
+    ckpt = load_checkpoint(path, what=f"ckpt_path={path}")
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict) or "loops" not in ckpt:
+        raise ValueError(
+            f"ckpt_path={path} is not a training checkpoint written by `python -m src.train` (it has no "
+            "state_dict and loop state). Give a run's checkpoints/last.ckpt."
+        )
+    try:
+        module.load_state_dict(ckpt["state_dict"])
+    except ValueError as err:
+        diff = config_diff(ckpt.get("hyper_parameters"), plain_config(cfg))
+        hint = f" The checkpoint's run had: {'; '.join(diff[:6])} (old -> this run)." if diff else ""
+        raise ValueError(f"ckpt_path={path}: {err}{hint}") from None
+    return int(ckpt.get("global_step", 0))
+
+
+def _csv_value(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def keep_csv_history(loggers: list, resume_step: int) -> None:
+    """Resuming in the same run dir: keep the rows of metrics.csv logged before the checkpoint.
+
+    Lightning's CSV writer deletes an existing metrics.csv when it starts; the rows before ``resume_step`` are
+    handed to the new writer instead, so the file keeps the whole loss curve (later rows are logged again).
+    """
+    from pytorch_lightning.loggers import CSVLogger
+
+    for lg in loggers:
+        if not isinstance(lg, CSVLogger):
+            continue
+        path = os.path.join(lg.log_dir, "metrics.csv")
+        if not os.path.isfile(path):
+            continue
+        with open(path, newline="") as fh:
+            rows = [
+                {k: _csv_value(v) for k, v in r.items() if v not in ("", None)} for r in csv.DictReader(fh)
+            ]
+        old = [r for r in rows if isinstance(r.get("step"), int) and r["step"] < resume_step]
+        lg.experiment.metrics[:0] = old  # creating the writer removed the file; the rows are written again
+
+
+def interrupted(trainer: pl.Trainer, callbacks: list) -> SystemExit:
+    """SIGTERM / SIGINT stopped the fit: one message, exit status 128 + signal."""
+    from src.utils.guards import SignalCheckpoint, find_callback
+
+    sig = find_callback(callbacks, SignalCheckpoint)
+    code = sig.exit_code if sig is not None else 128 + int(signal.SIGTERM)
+    name = signal.Signals(code - 128).name
+    saved = getattr(sig, "saved_path", None)
+    if trainer.is_global_zero:
+        where = (
+            f"saved {saved}; resume with ckpt_path={saved}"
+            if saved
+            else "no checkpoint was saved (callbacks.signal_checkpoint is off)"
+        )
+        print(f"cfclip: {name}: stopped after step {trainer.global_step}; {where}", file=sys.stderr)
+    return SystemExit(code)
+
+
+# environment variables whose values must never reach a logged config, whatever key they end up under
+_SECRET_ENV = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL)", re.IGNORECASE)
+
+
+def hide_env_secrets(obj: Any, secrets: set[str] | None = None) -> Any:
+    """Replace every value that equals (or contains) a secret-looking environment variable (WANDB_API_KEY, ...)
+    by '***': ``scrub_secrets`` catches secret-looking keys, this catches e.g. ``notes: ${oc.env:WANDB_API_KEY}``."""
+    if secrets is None:
+        secrets = {v for k, v in os.environ.items() if _SECRET_ENV.search(k) and len(v) >= 6}
+    if isinstance(obj, dict):
+        return {k: hide_env_secrets(v, secrets) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(hide_env_secrets(v, secrets) for v in obj)
+    if isinstance(obj, str) and any(s in obj for s in secrets):
+        return "***"
+    return obj
+
+
 def final_eval(cfg: DictConfig, module: Any, datamodule: Any, loggers: list) -> dict[str, float]:
     """Run the same evaluation as ``python -m src.eval`` on the test latents and log it as run summary."""
+    from src.evaluation import evaluate
+
     datamodule.setup("test")
     result = evaluate(module, cfg, datamodule.splits["test"], os.path.join(cfg.paths.output_dir, "eval"))
     flat = {f"eval/{k}": float(v) for k, v in flatten(result).items() if isinstance(v, int | float)}
@@ -65,8 +187,11 @@ def final_eval(cfg: DictConfig, module: Any, datamodule: Any, loggers: list) -> 
         lg.log_metrics(flat)
         if hasattr(lg, "experiment") and hasattr(lg.experiment, "summary"):
             lg.experiment.summary.update(flat)
-    log.info("evaluation (%d test latents): %s", result.get("n", 0),
-             json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, default=str))
+    log.info(
+        "evaluation (%d test latents): %s",
+        result.get("n", 0),
+        json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, default=str),
+    )
     return flat
 
 
@@ -82,16 +207,28 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit the mapper; returns the final metrics (floats) of the run."""
+    import pytorch_lightning as pl
+    import torch
+    from hydra.utils import instantiate
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from src.builders import build, instantiate_dict, plain_config
+
     start = time.time()
     output_dir = cfg.paths.output_dir
+    ckpt_path = resolve_ckpt_path(cfg.get("ckpt_path"), output_dir)
+    claim_output_dir(output_dir, resuming=ckpt_path is not None)
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     module, datamodule = build(cfg)
+    resume_step = check_resume_checkpoint(ckpt_path, cfg, module) if ckpt_path is not None else 0
     loggers = instantiate_dict(cfg.get("logger"))
+    if ckpt_path is not None:
+        keep_csv_history(loggers, resume_step)
     callbacks = instantiate_dict(cfg.get("callbacks"))
     trainer: pl.Trainer = instantiate(cfg.trainer, logger=loggers or False, callbacks=callbacks)
     for lg in loggers:
-        lg.log_hyperparams(scrub_secrets(plain_config(cfg)))
+        lg.log_hyperparams(hide_env_secrets(scrub_secrets(plain_config(cfg))))
         if hasattr(lg, "experiment") and hasattr(lg.experiment, "tags"):
             try:
                 lg.experiment.tags = tuple(auto_tags(cfg))
@@ -105,7 +242,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         module.generator.n_latent,
         module.clip.embed_dim,
     )
-    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg.get("ckpt_path"), output_dir))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    except SIGTERMException:
+        raise interrupted(trainer, callbacks) from None
     metrics = {
         k: float(v) for k, v in trainer.callback_metrics.items() if torch.is_tensor(v) and v.numel() == 1
     }
@@ -136,5 +276,10 @@ def main(cfg: DictConfig) -> float | None:
     return metrics.get(cfg.get("optimized_metric") or "", None)
 
 
+# Until conf/hydra/default.yaml lists it: check the run dir before Hydra creates it (a clear line, no traceback).
+_OUTPUT_DIR_CHECK = "++hydra.callbacks.output_dir_check._target_=src.utils.errors.OutputDirCheck"
+
 if __name__ == "__main__":
+    if not any("hydra.callbacks.output_dir_check" in a for a in sys.argv[1:]):
+        sys.argv.append(_OUTPUT_DIR_CHECK)
     main()

@@ -118,17 +118,14 @@ class PerceptualLoss(LossTerm):
             std = (0.229, 0.224, 0.225) if input_norm == "torchvision" else (1.0, 1.0, 1.0)
             self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
             self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        elif weights_path is not None:  # torchvision's vgg16 file mapped onto lpips' slices, strictly
+            from src.real_metrics import lpips_model
+
+            self.net = freeze(lpips_model("vgg", backbone_file=weights_path))
         else:
             import lpips
 
-            from src.models.weights import load_state_dict
-
-            model = lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False)
-            if weights_path is not None:
-                model.net.load_state_dict(
-                    load_state_dict(weights_path, what="LPIPS VGG-16 backbone"), strict=False
-                )
-            self.net = freeze(model)
+            self.net = freeze(lpips.LPIPS(net="vgg", pretrained=True, pnet_rand=True, verbose=False))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         x = (x + 1) / 2

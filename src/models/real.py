@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from src.models.weights import WeightsError, find_weights
+from src.models.weights import WeightsError, find_weights, known_weights
 
 
 # ---- StyleGAN2 --------------------------------------------------------------------------------------------
@@ -37,16 +37,19 @@ def find_first(
         raise ValueError("find_first needs at least one file name")
     if explicit:
         return find_weights(explicit, weights_dir=weights_dir)
-    first: WeightsError | None = None
+    errors: dict[str, WeightsError] = {}
     for name in names:
         try:
             return find_weights(name, weights_dir=weights_dir)
         except WeightsError as err:
-            first = first or err
-    assert first is not None
+            errors[name] = err
+    # the message of the first file the registry knows (it says where the file comes from)
+    main = next((n for n in names if known_weights(n) is not None), names[0])
     if len(names) > 1:
-        raise WeightsError(f"{first} Any of these files is accepted, in this order: {', '.join(names)}.")
-    raise first
+        raise WeightsError(
+            f"{errors[main]} Any of these files is accepted, in this order: {', '.join(names)}."
+        )
+    raise errors[main]
 
 
 def real_generator(
@@ -198,8 +201,8 @@ def read_torchscript_state_dict(path: str | os.PathLike) -> dict[str, torch.Tens
         with zipfile.ZipFile(path) as zf:
             names = zf.namelist()
             data_pkl = [n for n in names if n.count("/") == 1 and n.endswith("/data.pkl")]
-            if not data_pkl:
-                raise WeightsError(f"{path}: not a TorchScript archive (no <name>/data.pkl)")
+            if not data_pkl or not any(n.endswith("/constants.pkl") or "/code/" in n for n in names):
+                raise WeightsError(f"{path}: not a TorchScript archive (no <name>/data.pkl + constants.pkl)")
             prefix = data_pkl[0].split("/")[0]
             if f"{prefix}/byteorder" in names and zf.read(f"{prefix}/byteorder").strip() != b"little":
                 raise WeightsError(f"{path}: big-endian TorchScript archives are not supported")
@@ -234,7 +237,11 @@ def load_matching(model: nn.Module, state: dict[str, torch.Tensor], path: Any, w
     returns the file's extra keys (ignored)."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in own.items() if k in state and state[k].shape != v.shape]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    ]
     if missing or wrong:
         raise WeightsError(
             f"{what}: {path} does not fit the model ({len(missing)} missing keys {missing[:4]}, "
@@ -321,8 +328,8 @@ def real_clip(
             model = open_clip.create_model(model_name, pretrained=str(path), force_quick_gelu=quick_gelu)
         except Exception as err:
             raise WeightsError(
-                f"CLIP {model_name}: cannot load {path} ({type(err).__name__}: {str(err).splitlines()[0][:300]}). "
-                "Is it a checkpoint of this model name?"
+                f"CLIP {model_name}: cannot load {path} ({type(err).__name__}: {str(err).splitlines()[0][:300]}): "
+                "the file is truncated or corrupt, or not a checkpoint of this model name."
             ) from err
     pp = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
     for key in ("mean", "std", "interpolation", "resize_mode"):

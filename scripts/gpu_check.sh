@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# GPU check, a few minutes on one CUDA machine with no network:
+#   1. installs the Python packages that machine lacks from wheels carried in ./wheels (git-ignored),
+#   2. runs the GPU-marked tests (pytest -m gpu: Lightning trainer=gpu in bf16, edits on the GPU, the
+#      1024 px generator in bf16),
+#   3. runs the benchmark on the full-size FFHQ-1024 + ViT-B/32 random-weight set-up in bf16.
+# Logs and the benchmark JSON go to $OUT (the device tool's result folder) or outputs/gpu_check.
+#
+# Usage:
+#   scripts/gpu_check.sh               # on the GPU machine (torch with CUDA must be installed there)
+#   scripts/gpu_check.sh --download [--all]  # where there is network: fill ./wheels (no torch; --all: + lpips,
+#                                            # scipy, wandb), then carry wheels/ to the GPU machine
+#   scripts/gpu_check.sh --download --platform manylinux2014_x86_64 --python-version 3.11   # pip download args
+# Environment: PYTHON (default python3), GPU_CHECK_TIMEOUT (seconds per stage, default 300),
+#   BENCH_ARGS (default "preset=ffhq1024 device=cuda precision=bf16"), ALLOW_CPU=1 (run the stages without
+#   CUDA, to check this script itself; the GPU tests then skip).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+TIMEOUT=${GPU_CHECK_TIMEOUT:-300}
+BENCH_ARGS=${BENCH_ARGS:-"preset=ffhq1024 device=cuda precision=bf16"}
+WHEELS=wheels
+OUT_DIR=${OUT:-outputs/gpu_check}
+# Packages the GPU stages import beyond torch/torchvision/numpy/pillow (what a bare CUDA image lacks), about
+# 20 MB of wheels (the device tool carries at most 64 MiB). --no-deps: torch is never downloaded or replaced.
+PACKAGES=(
+  hydra-core omegaconf antlr4-python3-runtime==4.9.3 PyYAML
+  pytorch-lightning lightning-utilities torchmetrics
+  open_clip_torch ftfy regex wcwidth timm huggingface_hub safetensors
+  kornia kornia_rs facenet-pytorch
+  tqdm packaging typing_extensions fsspec filelock
+  pytest pytest-timeout pluggy iniconfig
+)
+# Not needed by the GPU stages (lpips needs scipy, ~35 MB; the W&B logger ~20 MB): --download --all adds them.
+OPTIONAL_PACKAGES=(lpips scipy wandb)
+MODULES=(hydra omegaconf pytorch_lightning torchmetrics open_clip kornia facenet_pytorch tqdm pytest)
+
+if [[ "${1:-}" == "--download" ]]; then
+  shift
+  if [[ "${1:-}" == "--all" ]]; then
+    shift
+    PACKAGES+=("${OPTIONAL_PACKAGES[@]}")
+  fi
+  mkdir -p "$WHEELS"
+  # binary wheels for the GPU machine's platform/python can be chosen with --platform/--python-version
+  # (pip then needs --only-binary=:all:, added here).
+  extra=()
+  [[ " $* " == *" --platform "* || " $* " == *" --python-version "* ]] && extra=(--only-binary=:all:)
+  exec "$PYTHON" -m pip download --no-deps "${extra[@]}" -d "$WHEELS" "${PACKAGES[@]}" "$@"
+fi
+
+mkdir -p "$OUT_DIR"
+log() { echo "[gpu_check] $*" | tee -a "$OUT_DIR/gpu_check.log"; }
+export HF_HUB_OFFLINE=1 WANDB_MODE=offline WANDB_SILENT=true PYTHONUNBUFFERED=1
+
+# --- 0. torch with CUDA -----------------------------------------------------------------------------
+if ! "$PYTHON" -c "import torch" 2>/dev/null; then
+  log "FAIL: $PYTHON has no torch; this check needs a machine with torch (CUDA build) installed"
+  exit 3
+fi
+"$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" | tee -a "$OUT_DIR/gpu_check.log"
+if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  if [[ "${ALLOW_CPU:-0}" != "1" ]]; then
+    log "FAIL: no CUDA device visible to torch (set ALLOW_CPU=1 to run the stages anyway)"
+    exit 3
+  fi
+  log "no CUDA: running on CPU because ALLOW_CPU=1 (GPU tests will skip)"
+fi
+
+# --- 1. missing packages from ./wheels (a venv on top of the system site-packages, so torch is reused) --
+missing=$("$PYTHON" - "${MODULES[@]}" <<'PY'
+import importlib.util, sys
+print(" ".join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))
+PY
+)
+if [[ -n "$missing" ]]; then
+  log "missing modules: $missing"
+  if ! compgen -G "$WHEELS/*.whl" >/dev/null && ! compgen -G "$WHEELS/*.tar.gz" >/dev/null; then
+    log "FAIL: no wheels in ./$WHEELS; fill it with: scripts/gpu_check.sh --download (where there is network)"
+    exit 4
+  fi
+  VENV=build/gpu-venv  # git-ignored
+  [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv --system-site-packages "$VENV"
+  PYTHON="$VENV/bin/python"
+  "$PYTHON" -m pip install --quiet --no-index --no-deps --find-links "$WHEELS" "$WHEELS"/*.whl 2>&1 | tee -a "$OUT_DIR/gpu_check.log"
+  still=$("$PYTHON" - "${MODULES[@]}" <<'PY'
+import importlib.util, sys
+print(" ".join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))
+PY
+)
+  if [[ -n "$still" ]]; then
+    log "FAIL: still missing after installing the wheels: $still"
+    exit 4
+  fi
+fi
+
+status=0
+# --- 2. GPU-marked tests ---------------------------------------------------------------------------
+# only the files that hold GPU tests are collected: a CPU-only test module importing a package the GPU
+# machine lacks (notebooks, plotting) cannot stop the run
+mapfile -t gpu_files < <(grep -l "mark.gpu" tests/test_*.py)
+log "pytest -m gpu ${gpu_files[*]} (timeout ${TIMEOUT}s)"
+timeout "$TIMEOUT" "$PYTHON" -m pytest -m gpu -q -p no:cacheprovider -rs --junitxml="$OUT_DIR/pytest_gpu.xml" "${gpu_files[@]}" 2>&1 | tee "$OUT_DIR/pytest_gpu.log"
+rc=${PIPESTATUS[0]}
+log "pytest -m gpu exit code $rc"
+[[ $rc -eq 0 ]] || status=1
+
+# --- 3. benchmark: FFHQ-1024 + ViT-B/32, random weights, bf16 ---------------------------------------
+log "python -m src.bench $BENCH_ARGS (timeout ${TIMEOUT}s)"
+# shellcheck disable=SC2086
+timeout "$TIMEOUT" "$PYTHON" -m src.bench $BENCH_ARGS > "$OUT_DIR/bench.json" 2> "$OUT_DIR/bench.log"
+rc=$?
+tail -n 5 "$OUT_DIR/bench.log" | tee -a "$OUT_DIR/gpu_check.log"
+cat "$OUT_DIR/bench.json" | tee -a "$OUT_DIR/gpu_check.log"
+log "bench exit code $rc$([[ $rc -eq 124 ]] && echo ' (timed out)')"
+[[ $rc -eq 0 ]] || status=1
+
+log "$([[ $status -eq 0 ]] && echo PASS || echo FAIL); outputs in $OUT_DIR"
+exit $status

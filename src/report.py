@@ -1,0 +1,383 @@
+"""Gather sweeps into tables and plots: ``python -m src.report multirun/<time> [more dirs] [--out DIR]``.
+
+Every job dir below the given dirs (one with ``.hydra/overrides.yaml``) is read: ``eval/eval.json`` (the final
+evaluation), ``error.json`` (a failed job) and its configuration (``.hydra/hydra.yaml`` group choices and the
+overrides). A configuration is what varies between jobs, prompt and seed aside. Per configuration x prompt:
+mean and 95% confidence interval (Student t) over seeds; per configuration: the same over seeds of the
+prompt-averaged metric. When the sweep varies the paper's ablation axes (loss / aug / model around the full
+method clip_nce / perspective / cfclip), each paper claim is checked by paired differences over (prompt, seed).
+
+Writes into ``--out`` (default ``<first dir>/report``): ``results.md``, ``results.csv`` (aggregates),
+``runs.csv`` (one row per job, failed ones with their error) and ``plots/*.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import yaml
+
+MAIN_METRICS = (
+    "edit_accuracy",
+    "preservation",
+    "leakage",
+    "realism/valid_rate",
+    "clip_score",
+    "clip_directional",
+    "pixel_l1_change",
+)
+# config keys that never define a configuration (book-keeping, or the prompt/seed axes)
+IGNORED = ("hydra", "paths", "logger", "callbacks", "experiment", "hparams_search", "debug", "seed", "prompt",
+           "tags", "task_name", "ckpt_path", "eval_after_fit", "optimized_metric", "objective")  # fmt: skip
+# the full method, and the paper's claims as (axis, ablated option, claim)
+REFERENCE = {"loss": "clip_nce", "aug": "perspective", "model": "cfclip"}
+CLAIMS = (
+    ("loss", "directional", "CLIP-NCE beats the directional CLIP loss (StyleGAN-NADA)"),
+    ("loss", "global", "CLIP-NCE beats the global CLIP loss (StyleCLIP)"),
+    ("aug", "none", "augmented views beat one unaugmented view"),
+    ("aug", "affine", "perspective views beat affine views"),
+    ("aug", "crop", "perspective views beat random crops"),
+    ("model", "no_tem", "TEM (text-conditioned mapper) beats the plain mapper"),
+)
+# two-sided 95% Student t quantiles, df = 1..30
+T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
+       2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
+       2.045, 2.042)  # fmt: skip
+
+
+def t95(df: int) -> float:
+    if df <= len(T95):
+        return T95[df - 1]
+    z = 1.959964  # Cornish-Fisher expansion, < 1e-4 off beyond the table
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
+
+
+def mean_ci(values: Iterable[float | None]) -> tuple[float, float, int]:
+    """(mean, half-width of the 95% CI, n) of the non-missing values; the CI is nan below two values."""
+    v = [float(x) for x in values if x is not None and not math.isnan(float(x))]
+    n = len(v)
+    if n == 0:
+        return math.nan, math.nan, 0
+    m = sum(v) / n
+    if n < 2:
+        return m, math.nan, n
+    sd = math.sqrt(sum((x - m) ** 2 for x in v) / (n - 1))
+    return m, t95(n - 1) * sd / math.sqrt(n), n
+
+
+# ---- reading job dirs ----------------------------------------------------------------------------------------
+def _load(path: str) -> Any:
+    if not os.path.isfile(path):
+        return None
+    with open(path) as fh:
+        return json.load(fh) if path.endswith(".json") else yaml.safe_load(fh)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """Numeric leaves of an eval.json as {"realism/valid_rate": ...} (nulls, strings and ``n`` left out)."""
+    out: dict[str, float] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(flatten(v, f"{prefix}{k}/"))
+        elif isinstance(v, int | float) and not isinstance(v, bool) and k != "n":
+            out[f"{prefix}{k}"] = float(v)
+    return out
+
+
+def lookup(cfg: Any, dotted: str) -> str:
+    for part in dotted.split("."):
+        if not isinstance(cfg, dict) or part not in cfg:
+            return "-"
+        cfg = cfg[part]
+    return str(cfg)
+
+
+def read_job(job_dir: str) -> dict[str, Any]:
+    """One job: settings, prompt, seed, status (ok | failed | incomplete), metrics, error."""
+    hydra_cfg = (_load(os.path.join(job_dir, ".hydra", "hydra.yaml")) or {}).get("hydra", {})
+    cfg = _load(os.path.join(job_dir, ".hydra", "config.yaml")) or {}
+    settings = {
+        k: str(v) for k, v in (hydra_cfg.get("runtime", {}).get("choices") or {}).items() if "/" not in k
+    }
+    for item in _load(os.path.join(job_dir, ".hydra", "overrides.yaml")) or []:
+        key, _, value = str(item).lstrip("+~").partition("=")
+        settings[key] = value
+    job: dict[str, Any] = {
+        "job": job_dir,
+        "prompt": settings.get("prompt") or (cfg.get("prompt") or {}).get("name"),
+        "seed": settings.get("seed", cfg.get("seed")),
+        "settings": {k: v for k, v in settings.items() if k.split(".")[0] not in IGNORED},
+        "cfg": cfg,
+        "status": "ok",
+        "metrics": {},
+        "error": None,
+    }
+    result, err = (
+        _load(os.path.join(job_dir, "eval", "eval.json")),
+        _load(os.path.join(job_dir, "error.json")),
+    )
+    if result is not None:
+        job["metrics"] = flatten(result)
+        job["prompt"] = job["prompt"] or result.get("prompt")
+    elif err is not None:
+        first = (str(err.get("message", "")).strip().splitlines() or [""])[0]
+        job["status"], job["error"] = "failed", f"{err.get('error', 'Error')}: {first}"
+    else:
+        job["status"] = "incomplete"
+        job["error"] = "no eval/eval.json (still running, killed, or eval_after_fit=false)"
+    return job
+
+
+def find_jobs(roots: Iterable[str]) -> list[str]:
+    jobs = []
+    for root in roots:
+        for dirpath, dirnames, _ in os.walk(root):
+            if os.path.isfile(os.path.join(dirpath, ".hydra", "overrides.yaml")):
+                jobs.append(dirpath)
+                dirnames[:] = []
+            dirnames.sort(key=lambda d: (not d.isdigit(), int(d) if d.isdigit() else 0, d))
+    return jobs
+
+
+def gather(roots: Iterable[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """All jobs under ``roots`` (full method first) and the settings that vary between them."""
+    jobs = [read_job(j) for j in find_jobs(roots)]
+    keys = sorted({k for j in jobs for k in j["settings"]})
+    for j in jobs:  # a key overridden in some jobs only: the others ran with their config's value
+        for k in keys:
+            j["settings"].setdefault(k, lookup(j["cfg"], k))
+    varying = [k for k in keys if len({j["settings"][k] for j in jobs}) > 1]
+    for j in jobs:
+        j["config"] = " ".join(f"{k}={j['settings'][k]}" for k in varying) or "all"
+    is_reference = lambda j: all(j["settings"].get(a, v) == v for a, v in REFERENCE.items())  # noqa: E731
+    return sorted(jobs, key=lambda j: not is_reference(j)), varying
+
+
+# ---- statistics -------------------------------------------------------------------------------------------
+def aggregate(jobs: list[dict[str, Any]], metrics: Sequence[str]) -> list[dict[str, Any]]:
+    """Rows (config, prompt, n, <m>_mean, <m>_ci95, ...) per configuration x prompt, and per configuration
+    (prompt "all": each seed's metric averaged over prompts, then mean/CI over seeds)."""
+    ok = [j for j in jobs if j["status"] == "ok"]
+    rows = []
+
+    def row(config: str, prompt: str, groups: list[list[dict[str, Any]]]) -> dict[str, Any]:
+        r: dict[str, Any] = {"config": config, "prompt": prompt, "n": len(groups)}
+        for m in metrics:
+            r[f"{m}_mean"], r[f"{m}_ci95"], _ = mean_ci(
+                mean_ci(j["metrics"].get(m) for j in g)[0] for g in groups
+            )
+        return r
+
+    for config in dict.fromkeys(j["config"] for j in ok):
+        mine = [j for j in ok if j["config"] == config]
+        for prompt in dict.fromkeys(j["prompt"] for j in mine):
+            rows.append(row(config, prompt, [[j] for j in mine if j["prompt"] == prompt]))
+        by_seed = defaultdict(list)
+        for j in mine:
+            by_seed[j["seed"]].append(j)
+        rows.append(row(config, "all", list(by_seed.values())))
+    return rows
+
+
+def verdict(diff: float, ci: float) -> str:
+    """holds: the CI of (full - ablated) lies above 0; contradicted: below 0; else not significant."""
+    if math.isnan(ci):
+        return "no CI (one pair)"
+    return "holds" if diff - ci > 0 else "contradicted" if diff + ci < 0 else "not significant"
+
+
+def check_claims(
+    jobs: list[dict[str, Any]], varying: list[str], metric: str, second: str | None
+) -> list[dict]:
+    """Paired differences (full method - ablated) over the (prompt, seed) both finished, per paper claim."""
+    ok = [j for j in jobs if j["status"] == "ok" and metric in j["metrics"]]
+    ref = {a: REFERENCE[a] for a in REFERENCE if a in varying}
+    out = []
+    for axis, option, claim in CLAIMS:
+        if axis not in ref:
+            continue
+        pick = lambda want: {  # noqa: E731
+            (j["prompt"], j["seed"]): j["metrics"]
+            for j in ok
+            if all(j["settings"][a] == v for a, v in want.items())
+        }
+        a, b = pick(ref), pick({**ref, axis: option})
+        pairs = sorted(set(a) & set(b), key=str)
+        if not pairs:
+            continue
+        d, ci, n = mean_ci(a[p][metric] - b[p][metric] for p in pairs)
+        c = {
+            "claim": claim,
+            "axis": axis,
+            "ablated": option,
+            "n": n,
+            "diff": d,
+            "ci95": ci,
+            "verdict": verdict(d, ci),
+        }
+        if second:
+            c["diff2"] = mean_ci(a[p].get(second, math.nan) - b[p].get(second, math.nan) for p in pairs)[0]
+        out.append(c)
+    return out
+
+
+# ---- output -----------------------------------------------------------------------------------------------
+def fmt(mean: float, ci: float) -> str:
+    if mean is None or math.isnan(mean):
+        return "–"
+    return f"{mean:.3f}" if math.isnan(ci) else f"{mean:.3f} ± {ci:.3f}"
+
+
+def md_table(header: Sequence[str], body: Iterable[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(str(c) for c in r) + " |" for r in body] + [""]
+
+
+def markdown(res: dict[str, Any], metrics: Sequence[str], claim_metrics: tuple[str, str | None]) -> str:
+    jobs, rows = res["jobs"], res["rows"]
+    status = ", ".join(f"{n} {s}" for s, n in Counter(j["status"] for j in jobs).items())
+    lines = [
+        "# Sweep results",
+        "",
+        f"Source: {', '.join(res['sources'])}. Jobs: {len(jobs)} ({status}). "
+        f"Configuration axes: {', '.join(res['varying']) or 'none'}. "
+        "Cells: mean ± 95% CI over seeds (Student t).",
+        "",
+    ]
+
+    def cells(r: dict[str, Any]) -> list[Any]:
+        return [r["config"], r["prompt"], r["n"]] + [fmt(r[f"{m}_mean"], r[f"{m}_ci95"]) for m in metrics]
+
+    header = ["configuration", "prompt", "n", *metrics]
+    lines += [
+        "## Per configuration and prompt",
+        "",
+        *md_table(header, [cells(r) for r in rows if r["prompt"] != "all"]),
+    ]
+    if len({r["prompt"] for r in rows}) > 2:
+        all_rows = [cells(r) for r in rows if r["prompt"] == "all"]
+        lines += ["## Per configuration (prompts averaged within each seed)", "", *md_table(header, all_rows)]
+    if res["claims"]:
+        m1, m2 = claim_metrics
+        lines += ["## Paper claims", "", f"Full method minus ablation, paired over (prompt, seed), on {m1}"
+                  + (f" (and the mean Δ of {m2})" if m2 else "") + ".", ""]  # fmt: skip
+        body = [[c["claim"], c["n"], fmt(c["diff"], c["ci95"])] + ([f"{c['diff2']:+.3f}"] if m2 else [])
+                + [c["verdict"]] for c in res["claims"]]  # fmt: skip
+        lines += md_table(["claim", "pairs", f"Δ {m1}"] + ([f"Δ {m2}"] if m2 else []) + ["verdict"], body)
+    bad = [[j["job"], j["config"], j["prompt"], j["seed"], j["error"]] for j in jobs if j["status"] != "ok"]
+    if bad:
+        lines += [
+            "## Failed or incomplete runs",
+            "",
+            *md_table(["job", "configuration", "prompt", "seed", "error"], bad),
+        ]
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict[str, Any]], metrics: Sequence[str], out_dir: str) -> list[str]:
+    """A bar chart per metric (configurations x prompts, 95% CI error bars) and the accuracy/preservation
+    trade-off per configuration."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    os.makedirs(out_dir, exist_ok=True)
+    configs = list(dict.fromkeys(r["config"] for r in rows))
+    prompts = list(dict.fromkeys(r["prompt"] for r in rows))
+    prompts = [p for p in prompts if p != "all"] if len(prompts) == 2 else prompts
+    get = {(r["config"], r["prompt"]): r for r in rows}
+    val = lambda c, p, key: get.get((c, p), {}).get(key, math.nan)  # noqa: E731
+    nan0 = lambda x: 0.0 if math.isnan(x) else x  # noqa: E731
+    paths = []
+    for m in metrics:
+        fig, ax = plt.subplots(figsize=(max(5.0, 1.3 * len(configs) + 2), 3.6))
+        width = 0.8 / len(prompts)
+        for i, p in enumerate(prompts):
+            xs = [k + i * width for k in range(len(configs))]
+            errs = [nan0(val(c, p, f"{m}_ci95")) for c in configs]
+            ax.bar(xs, [val(c, p, f"{m}_mean") for c in configs], width, yerr=errs, capsize=2, label=p)
+        ax.set_xticks([k + 0.4 - width / 2 for k in range(len(configs))])
+        ax.set_xticklabels([c.replace(" ", "\n") for c in configs], fontsize=7)
+        ax.set_ylabel(m)
+        ax.legend(fontsize=7, ncol=min(4, len(prompts)))
+        paths.append(os.path.join(out_dir, m.replace("/", "_") + ".png"))
+        fig.tight_layout()
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    if {"edit_accuracy", "preservation"} <= set(metrics):
+        fig, ax = plt.subplots(figsize=(5.5, 4.2))
+        for c in configs:
+            ax.errorbar(val(c, "all", "preservation_mean"), val(c, "all", "edit_accuracy_mean"),
+                        xerr=nan0(val(c, "all", "preservation_ci95")), yerr=nan0(val(c, "all", "edit_accuracy_ci95")),
+                        fmt="o", capsize=2, label=c)  # fmt: skip
+        ax.set(xlabel="preservation (oracle)", ylabel="edit accuracy (oracle)", title="all prompts, 95% CI")
+        ax.legend(fontsize=6)
+        paths.append(os.path.join(out_dir, "tradeoff.png"))
+        fig.tight_layout()
+        fig.savefig(paths[-1], dpi=110)
+        plt.close(fig)
+    return paths
+
+
+def write_csv(path: str, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def report(roots: Sequence[str], out: str | None = None, metrics: Sequence[str] | None = None,
+           claim_metric: str = "edit_accuracy", second_metric: str = "preservation") -> dict[str, Any]:  # fmt: skip
+    """Gather ``roots`` and write the report into ``out``; returns jobs, rows, claims, markdown and paths."""
+    jobs, varying = gather(roots)
+    if not jobs:
+        raise FileNotFoundError(f"no job dirs (with .hydra/overrides.yaml) under {', '.join(roots)}")
+    out = out or os.path.join(roots[0], "report")
+    os.makedirs(out, exist_ok=True)
+    present = {k for j in jobs for k in j["metrics"]}
+    shown = [m for m in (metrics or MAIN_METRICS) if m in present]
+    second = second_metric if second_metric in present else None
+    res: dict[str, Any] = {"jobs": jobs, "varying": varying, "sources": list(roots), "out": out}
+    res["rows"] = aggregate(jobs, shown + sorted(present - set(shown)))
+    res["claims"] = check_claims(jobs, varying, claim_metric, second)
+    res["markdown"] = markdown(res, shown, (claim_metric, second))
+    with open(os.path.join(out, "results.md"), "w") as fh:
+        fh.write(res["markdown"] + "\n")
+    write_csv(os.path.join(out, "results.csv"), res["rows"])
+    write_csv(os.path.join(out, "runs.csv"), [
+        {"job": j["job"], "status": j["status"], **{k: j["settings"][k] for k in varying}, "prompt": j["prompt"],
+         "seed": j["seed"], **j["metrics"], "error": j["error"]} for j in jobs])  # fmt: skip
+    res["plots"] = plot(res["rows"], shown, os.path.join(out, "plots")) if shown and res["rows"] else []
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m src.report", description=__doc__.split("\n")[0])
+    parser.add_argument("dirs", nargs="+", help="multirun dir(s): every job dir below them is read")
+    parser.add_argument("--out", help="output dir (default: <first dir>/report)")
+    parser.add_argument("--metrics", help="comma-separated eval metrics for the tables and plots")
+    parser.add_argument("--claim-metric", default="edit_accuracy", help="metric of the paper-claim checks")
+    args = parser.parse_args(argv)
+    try:
+        res = report(
+            args.dirs, args.out, args.metrics.split(",") if args.metrics else None, args.claim_metric
+        )
+    except FileNotFoundError as err:
+        print(f"cfclip report: error: {err}", file=sys.stderr)
+        return 2
+    print(res["markdown"])
+    print(f"written: {res['out']}/results.md, results.csv, runs.csv and {len(res['plots'])} plots")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
