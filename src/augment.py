@@ -4,7 +4,9 @@ The official code loops over views in Python and draws one parameter set per cal
 all B*K views get their own parameters from one batched kornia call. Extra inputs (e.g. the source image)
 can be warped with exactly the same per-view parameters. The factories below are Hydra targets
 (``_target_: src.augment.perspective``) with plain arguments; ``fill`` is a value in the image's own [-1, 1]
-space (0 = mid grey, the official border fill).
+space (0 = mid grey, the official border fill). Perspective views are warped by :func:`warp_homography`
+(kornia's parameters and sampling, a cheaper grid); ``MultiView(resize_to=...)`` optionally makes the views at
+CLIP's resolution instead of the generator's (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -78,8 +80,30 @@ class MultiView(nn.Module):
         return f"num_views={self.num_views}, resize_to={self.resize_to}"
 
 
+def _inverse_3x3(m: Tensor) -> Tensor:
+    """Batched 3x3 inverse by the adjugate: pure arithmetic, so no CUDA host sync (torch.linalg.inv checks
+    for singular matrices on the host). (N, 3, 3) -> (N, 3, 3)."""
+    a, b, c = m[:, 0, 0], m[:, 0, 1], m[:, 0, 2]
+    d, e, f = m[:, 1, 0], m[:, 1, 1], m[:, 1, 2]
+    g, h, i = m[:, 2, 0], m[:, 2, 1], m[:, 2, 2]
+    adj = torch.stack(
+        [
+            torch.stack([e * i - f * h, c * h - b * i, b * f - c * e], -1),
+            torch.stack([f * g - d * i, a * i - c * g, c * d - a * f], -1),
+            torch.stack([d * h - e * g, b * g - a * h, a * e - b * d], -1),
+        ],
+        -2,
+    )  # (N, 3, 3)
+    det = a * adj[:, 0, 0] + b * adj[:, 1, 0] + c * adj[:, 2, 0]
+    return adj / det[:, None, None]
+
+
 def warp_homography(
-    x: Tensor, homography: Tensor, mode: str = "bilinear", align_corners: bool = False, fill: float | None = None
+    x: Tensor,
+    homography: Tensor,
+    mode: str = "bilinear",
+    align_corners: bool = False,
+    fill: float | None = None,
 ) -> Tensor:
     """kornia's ``warp_perspective(x, homography, x.shape[-2:])`` with a cheaper sampling grid.
 
@@ -91,10 +115,14 @@ def warp_homography(
     n, c, h, w = x.shape
     dtype = x.dtype if x.is_floating_point() and x.dtype in (torch.float32, torch.float64) else torch.float32
     m = homography.to(dtype)
-    m = m / m.abs().amax(dim=(-2, -1), keepdim=True)  # the same projective map at unit scale (kornia does this)
+    m = m / m.abs().amax(
+        dim=(-2, -1), keepdim=True
+    )  # the same projective map at unit scale (kornia does this)
     dst_from_src = normalize_homography(m, (h, w), (h, w), align_corners=align_corners)  # normalised coords
-    src_from_dst = torch.linalg.inv(dst_from_src)  # (N, 3, 3)
-    base = create_meshgrid(h, w, normalized_coordinates=True, device=x.device, dtype=dtype, align_corners=align_corners)
+    src_from_dst = _inverse_3x3(dst_from_src)  # (N, 3, 3)
+    base = create_meshgrid(
+        h, w, normalized_coordinates=True, device=x.device, dtype=dtype, align_corners=align_corners
+    )
     base = torch.cat([base.reshape(h * w, 2), base.new_ones(h * w, 1)], dim=1)  # (H*W, 3) homogeneous
     pts = torch.matmul(base, src_from_dst.transpose(1, 2))  # (N, H*W, 3)
     grid = (pts[..., :2] / pts[..., 2:]).view(n, h, w, 2)  # (N, H, W, 2)

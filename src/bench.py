@@ -23,7 +23,7 @@ high-water mark (``VmHWM``, reset through ``/proc/self/clear_refs``; ``ru_maxrss
 Bench options (every other ``key=value`` is passed to the train config as a Hydra override, e.g.
 ``loss=directional aug=affine``): ``preset``, ``steps``, ``warmup``, ``device`` (cpu|cuda), ``batch``,
 ``views``, ``precision`` (32|bf16: autocast for every variant), ``compile`` (torch.compile of the generator
-synthesis and the CLIP image tower), ``channels_last`` (generator activations in NHWC), ``threads``
+synthesis and the CLIP image tower), ``channels_last`` (generator activations in NHWC; default: the generator's own, NHWC on CPU only), ``threads``
 (default: torch's), ``frozen_grads`` (official pattern computes frozen weight grads; default true),
 ``regularizers`` (keep the domain's identity/perceptual terms; default: tiny yes, others no), ``seed``.
 
@@ -156,7 +156,7 @@ def parse_args(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
         "views": int(raw.get("views", p["views"])),
         "precision": precision,
         "compile": _bool(raw.get("compile", "false")),
-        "channels_last": _bool(raw.get("channels_last", "false")),
+        "channels_last": _bool(raw["channels_last"]) if "channels_last" in raw else None,
         "threads": int(raw["threads"]) if "threads" in raw else None,
         "frozen_grads": _bool(raw.get("frozen_grads", "true")),
         "regularizers": _bool(raw.get("regularizers", str(p["reg"]))),
@@ -290,12 +290,16 @@ class Bench:
         self.module = module.to(self.device)
         self.module.train()
         self.generator, self.clip = self.module.generator, self.module.clip
-        if opts["channels_last"]:
-            self.generator.channels_last = True  # src.models.stylegan2.Generator: NHWC activations
-            self.generator.to(memory_format=torch.channels_last)
+        if opts["channels_last"] is not None:  # default: the generator's own (NHWC on CPU only)
+            self.generator.channels_last = opts["channels_last"]
+        self.nhwc = getattr(self.generator, "channels_last", False)
+        if self.nhwc is None:
+            self.nhwc = self.device.type == "cpu"
         if opts["compile"]:
+            # compiled functions as instance attributes: module structure and state-dict keys stay as they are
             self.generator.synthesis = torch.compile(self.generator.synthesis)
-            self.clip.model.visual = torch.compile(self.clip.model.visual)
+            visual = self.clip.model.visual
+            visual.forward = torch.compile(visual.forward)
         self.optimizer = self.module.configure_optimizers()
         if isinstance(self.optimizer, dict):
             self.optimizer = self.optimizer["optimizer"]
@@ -310,7 +314,9 @@ class Bench:
         gen = torch.Generator().manual_seed(opts["seed"])
         with torch.no_grad():
             z = torch.randn(opts["batch"], g.style_dim, generator=gen).to(self.device)
-            mean = g.mapping(torch.randn(1024, g.style_dim, generator=gen).to(self.device)).mean(0, keepdim=True)
+            mean = g.mapping(torch.randn(1024, g.style_dim, generator=gen).to(self.device)).mean(
+                0, keepdim=True
+            )
             w = mean + 0.7 * (g.mapping(z) - mean)
         self.w = w[:, None].expand(-1, g.n_latent, -1).contiguous()  # (B, L, D)
         with torch.no_grad(), self.autocast():
@@ -351,7 +357,9 @@ class Bench:
         self.templates_source = prompt.with_templates(prompt.source)
         self.templates_target = prompt.with_templates(prompt.target)
         # coach.py tokenizes the description once (self.text_inputs) and encodes it every step
-        self.target_tokens = clip.tokenizer([prompt.target], context_length=clip.context_length).to(self.device)
+        self.target_tokens = clip.tokenizer([prompt.target], context_length=clip.context_length).to(
+            self.device
+        )
         transform = getattr(self.module.augment, "transform", None)
         self.official_aug = None
         if transform is not None:
@@ -397,7 +405,7 @@ class Bench:
                 log = {}
                 for name, term in self.other_terms.items():
                     value = term(ctx)
-                    log[name] = float(value)  # coach.calc_loss: float() of every term, every step
+                    log[name] = float(value.detach())  # coach.calc_loss: float() of every term, every step
                     total = total + term.weight * value
                 # K augmentation calls in a Python loop, one parameter draw for the whole batch each
                 aug = self.official_aug
@@ -411,7 +419,10 @@ class Bench:
                 target_text = target_text.repeat(tgt_img.shape[0], 1)
                 query = tgt_img - src_img
                 query = query / query.clone().norm(dim=-1, keepdim=True)
-                src_t, tgt_t = self._text_features(self.templates_source), self._text_features(self.templates_target)
+                src_t, tgt_t = (
+                    self._text_features(self.templates_source),
+                    self._text_features(self.templates_target),
+                )
                 pos1 = (tgt_t - src_t).mean(0, keepdim=True)  # compute_text_direction
                 pos1 = (pos1 / pos1.norm(dim=-1, keepdim=True)).repeat(tgt_img.shape[0], 1)
                 pos2 = target_text - src_img
@@ -419,34 +430,44 @@ class Bench:
                 neg = source_text - src_img[:1]  # the official bug: negatives from the first image only
                 neg = neg / neg.clone().norm(dim=-1, keepdim=True)
                 q2, pos = query.repeat(2, 1), torch.cat([pos1, pos2], 0)
-                logits = torch.cat([(q2 * pos).sum(-1, keepdim=True), q2 @ neg.t()], dim=1) / self.nce_temperature
+                logits = (
+                    torch.cat([(q2 * pos).sum(-1, keepdim=True), q2 @ neg.t()], dim=1) / self.nce_temperature
+                )
                 nce = F.cross_entropy(logits, logits.new_zeros(logits.shape[0], dtype=torch.long))
-                log["nce"] = float(nce)
+                log["nce"] = float(nce.detach())
                 total = total + self.nce_weight * nce
-                log["loss"] = float(total)
+                log["loss"] = float(total.detach())
             total.backward()
             self.optimizer.step()
 
     # -- the run --
     def variants(self) -> dict[str, Callable[[], None]]:
-        return {"ours": self.ours, "core": self.core, "source_render": self.source_render, "official": self.official}
+        return {
+            "ours": self.ours,
+            "core": self.core,
+            "source_render": self.source_render,
+            "official": self.official,
+        }
 
     def run(self) -> dict[str, Any]:
         opts, device = self.opts, self.device
         variants = self.variants()
         names = list(variants)
         times: dict[str, list[float]] = {n: [] for n in names}
+        cpu: dict[str, list[float]] = {n: [] for n in names}
         for r in range(opts["warmup"] + opts["steps"]):
             order = names[r % len(names) :] + names[: r % len(names)]  # rotate: no variant always goes first
             for name in order:
                 _sync(device)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 variants[name]()
                 _sync(device)
-                dt = (time.perf_counter() - t0) * 1000
+                dt, dc = (time.perf_counter() - t0) * 1000, (time.process_time() - c0) * 1000
                 if r >= opts["warmup"]:
                     times[name].append(dt)
+                    cpu[name].append(dc)
         med = {n: statistics.median(v) for n, v in times.items()}
+        cpu_med = {n: statistics.median(v) for n, v in cpu.items()}
         memory, how = {}, ""
         for name in ("ours", "core", "official"):
             memory[name], how = peak_memory_mb(variants[name], device)
@@ -466,7 +487,7 @@ class Bench:
             "loss_terms": list(self.module.loss.terms),
             "precision": opts["precision"],
             "compile": opts["compile"],
-            "channels_last": opts["channels_last"],
+            "channels_last": bool(self.nhwc),
             "steps": opts["steps"],
             "warmup": opts["warmup"],
             "step_ms": round(step, 3),
@@ -480,6 +501,11 @@ class Bench:
             "step_ms_range": [round(min(times["ours"]), 3), round(max(times["ours"]), 3)],
             "core_ms_range": [round(min(times["core"]), 3), round(max(times["core"]), 3)],
             "official_ms_range": [round(min(times["official"]), 3), round(max(times["official"]), 3)],
+            # process CPU time (all threads): on a shared, oversubscribed CPU it excludes time spent waiting for
+            # a core, so its ratios are steadier than wall-clock ones (CUDA: host time only, not meaningful)
+            "cpu_ms": {k: round(v, 3) for k, v in cpu_med.items()},
+            "cpu_overhead_ratio": round(cpu_med["ours"] / cpu_med["core"], 4),
+            "cpu_speedup_vs_official": round(cpu_med["official"] / cpu_med["ours"], 4),
             "peak_mem_mb": {k: round(v, 1) for k, v in memory.items()},
             "peak_mem_method": how,
             "host_syncs_per_step": syncs,

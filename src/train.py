@@ -52,7 +52,11 @@ def resolve_ckpt_path(ckpt_path: str | None, output_dir: str) -> str | None:
     """``last`` -> this run dir's checkpoints/last.ckpt; else the path as given (checked to exist)."""
     if ckpt_path in (None, ""):
         return None
-    path = os.path.join(output_dir, "checkpoints", "last.ckpt") if ckpt_path == "last" else str(ckpt_path)
+    path = (
+        os.path.join(output_dir, "checkpoints", "last.ckpt")
+        if ckpt_path == "last"
+        else os.path.expanduser(str(ckpt_path))
+    )
     if not os.path.isfile(path):
         raise FileNotFoundError(
             f"ckpt_path={ckpt_path}: no checkpoint at {path}. Give the path of a run's "

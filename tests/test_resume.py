@@ -151,6 +151,7 @@ def run_dirs_by_pid(root: Path) -> dict[int, Path]:
     return out
 
 
+# three CLI processes, two of them at once: ~45 s on 2 cores (70-95 s when other jobs share them)
 def test_two_runs_at_once_then_sigkill_sigterm_and_resume(reference, tmp_path):
     args = [
         *RESUME,

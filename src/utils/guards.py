@@ -129,7 +129,9 @@ class ExactResume(pl.Callback):
         self._batches_done = 0  # batches of that pass already trained on
         self._pass_done = False
         self._pending: dict[str, Any] | None = None
-        self._samplers: list[tuple[ResumableRandomSampler, int]] = []  # (sampler, batch size) per train loader
+        self._samplers: list[
+            tuple[ResumableRandomSampler, int]
+        ] = []  # (sampler, batch size) per train loader
 
     # -- checkpoint state --
     def state_dict(self) -> dict[str, Any]:
