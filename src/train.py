@@ -187,6 +187,11 @@ def final_eval(cfg: DictConfig, module: Any, datamodule: Any, loggers: list) -> 
     datamodule.setup("test")
     result = evaluate(module, cfg, datamodule.splits["test"], os.path.join(cfg.paths.output_dir, "eval"))
     flat = {f"eval/{k}": float(v) for k, v in flatten(result).items() if isinstance(v, int | float)}
+    acc, pres = flat.get("eval/edit_accuracy"), flat.get("eval/preservation")
+    if acc is not None and pres is not None:  # one number for sweeps: accuracy, penalised below the bar
+        obj = cfg.get("objective") or {}
+        shortfall = max(0.0, float(obj.get("min_preservation", 0.9)) - pres)
+        flat["eval/edit_accuracy_at_preservation"] = acc - float(obj.get("penalty", 10.0)) * shortfall
     for lg in loggers:
         lg.log_metrics(flat)
         if hasattr(lg, "experiment") and hasattr(lg.experiment, "summary"):
@@ -235,7 +240,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         lg.log_hyperparams(hide_env_secrets(scrub_secrets(plain_config(cfg))))
         if hasattr(lg, "experiment") and hasattr(lg.experiment, "tags"):
             try:
-                lg.experiment.tags = tuple(auto_tags(cfg))
+                lg.experiment.tags = tuple(dict.fromkeys([*(lg.experiment.tags or ()), *auto_tags(cfg)]))
             except Exception:  # offline runs may refuse tag edits; tags are also in the config
                 pass
     n_train = sum(p.numel() for p in module.mapper.parameters())
@@ -268,6 +273,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             log.info("checkpoint: %s", ckpt_cb.last_model_path)
         if grid:
             log.info("image grid (top: source, bottom: edited): %s", grid)
+    from src.utils.loggers import finish_wandb
+
+    finish_wandb()  # close this run's W&B run now (sweeps and notebooks call train() repeatedly)
     return metrics
 
 
@@ -280,10 +288,5 @@ def main(cfg: DictConfig) -> float | None:
     return metrics.get(cfg.get("optimized_metric") or "", None)
 
 
-# Until conf/hydra/default.yaml lists it: check the run dir before Hydra creates it (a clear line, no traceback).
-_OUTPUT_DIR_CHECK = "++hydra.callbacks.output_dir_check._target_=src.utils.errors.OutputDirCheck"
-
 if __name__ == "__main__":
-    if not any("hydra.callbacks.output_dir_check" in a for a in sys.argv[1:]):
-        sys.argv.append(_OUTPUT_DIR_CHECK)
     main()
