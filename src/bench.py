@@ -23,9 +23,11 @@ high-water mark (``VmHWM``, reset through ``/proc/self/clear_refs``; ``ru_maxrss
 Bench options (every other ``key=value`` is passed to the train config as a Hydra override, e.g.
 ``loss=directional aug=affine``): ``preset``, ``steps``, ``warmup``, ``device`` (cpu|cuda), ``batch``,
 ``views``, ``precision`` (32|bf16: autocast for every variant), ``compile`` (torch.compile of the generator
-synthesis and the CLIP image tower), ``channels_last`` (generator activations in NHWC; default: the generator's own, NHWC on CPU only), ``threads``
-(default: torch's), ``frozen_grads`` (official pattern computes frozen weight grads; default true),
-``regularizers`` (keep the domain's identity/perceptual terms; default: tiny yes, others no), ``seed``.
+synthesis and the CLIP image tower), ``channels_last`` (generator activations in NHWC; default: the
+generator's own, NHWC on CPU only), ``threads`` (default: torch's), ``frozen_grads`` (the official pattern
+computes the frozen weight gradients; default true), ``regularizers`` (keep the domain's identity/perceptual
+terms; default: tiny yes, others no), ``tf32`` (CUDA: TF32 matmuls; convolutions use TF32 by torch's
+default anyway; default false, as training), ``seed``.
 
 Presets. ``tiny``: ``domain=tiny``. ``toyfaces``: the shipped toyfaces world when its assets exist, else its
 architecture with random weights (64 px generator, style 128, 2 MLP layers, channel_multiplier 1, channels
@@ -98,21 +100,10 @@ TOYFACES_RANDOM = [
     "domain.clip.model_config=toyfaces",
 ]
 
-BENCH_KEYS = {
-    "preset",
-    "steps",
-    "warmup",
-    "device",
-    "batch",
-    "views",
-    "precision",
-    "compile",
-    "channels_last",
-    "threads",
-    "frozen_grads",
-    "regularizers",
-    "seed",
-}
+BENCH_KEYS = frozenset(
+    "preset steps warmup device batch views precision compile channels_last threads frozen_grads "
+    "regularizers seed tf32".split()
+)
 
 
 # ---- options --------------------------------------------------------------------------------------------
@@ -121,7 +112,7 @@ def _bool(value: str) -> bool:
         return True
     if value.lower() in ("0", "false", "no", "off"):
         return False
-    raise ValueError(f"expected a boolean (true/false), got {value!r}")
+    raise SystemExit(f"bench: expected a boolean (true/false), got {value!r}")
 
 
 def parse_args(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
@@ -136,7 +127,7 @@ def parse_args(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
         if not sep:
             raise SystemExit(f"bench: arguments are key=value, got {token!r} (try --help)")
         if key.lstrip("+~") in BENCH_KEYS:
-            raw[key] = value
+            raw[key.lstrip("+~")] = value
         else:
             overrides.append(token)
     preset = raw.get("preset", "tiny")
@@ -161,6 +152,7 @@ def parse_args(argv: list[str]) -> tuple[dict[str, Any], list[str]]:
         "frozen_grads": _bool(raw.get("frozen_grads", "true")),
         "regularizers": _bool(raw.get("regularizers", str(p["reg"]))),
         "seed": int(raw.get("seed", 0)),
+        "tf32": _bool(raw.get("tf32", "false")),
     }
     if opts["steps"] < 1 or opts["warmup"] < 0:
         raise SystemExit("bench: steps must be >= 1 and warmup >= 0")
@@ -485,7 +477,7 @@ class Bench:
             "clip_input": int(self.clip.image_size),
             "templates": len(self.templates_source),
             "loss_terms": list(self.module.loss.terms),
-            "precision": opts["precision"],
+            "precision": opts["precision"] + ("+tf32" if opts["tf32"] else ""),
             "compile": opts["compile"],
             "channels_last": bool(self.nhwc),
             "steps": opts["steps"],
@@ -533,10 +525,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(opts["threads"])
     if opts["device"] == "cuda" and not torch.cuda.is_available():
         raise SystemExit("bench: device=cuda but CUDA is not available")
-    if opts["device"] == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
+    if opts["tf32"]:  # training keeps torch's default (no TF32 matmuls); this shows what TF32 would give
+        torch.set_float32_matmul_precision("high")
     from src.utils.loggers import quiet_library_logs
 
     quiet_library_logs()

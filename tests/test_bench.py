@@ -105,3 +105,98 @@ def test_parse_args_defaults_and_errors() -> None:
         parse_args(["precision=fp8"])
     with pytest.raises(SystemExit):
         parse_args(["steps"])
+
+
+@pytest.mark.gpu
+def test_cuda_step_has_no_host_syncs() -> None:
+    """On a GPU our step (compute_context + loss + backward + optimizer step) never waits for the device."""
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    out = run_bench("preset=tiny", "steps=3", "warmup=2", "device=cuda")
+    assert out["device"].startswith("cuda") and out["speedup_vs_official"] > 0
+    assert out["host_syncs_per_step"] == 0, out
+
+
+# ---- the speed edits of the lean step keep the results ------------------------------------------------------
+
+
+def test_fast_perspective_warp_equals_kornia() -> None:
+    """warp_homography (one matmul grid) = kornia's warp_perspective, zero padding and constant fill."""
+    import kornia.augmentation as KA
+    import torch
+    from kornia.geometry.transform import warp_perspective
+
+    from src.augment import perspective, warp_homography
+
+    torch.manual_seed(0)
+    x = torch.rand(6, 3, 40, 40) * 2 - 1
+    ref_t = KA.RandomPerspective(0.5, p=1.0)
+    params = ref_t.forward_parameters(x.shape)
+    torch.testing.assert_close(perspective(0.5)(x, params=params), ref_t(x, params=params), atol=1e-4, rtol=0)
+    m = ref_t.compute_transformation(x, params, ref_t.flags)
+    for fill in (0.5, -1.0):
+        ref = warp_perspective(
+            x, m, (40, 40), align_corners=False, padding_mode="fill", fill_value=torch.tensor([fill])
+        )
+        torch.testing.assert_close(warp_homography(x, m, fill=fill), ref, atol=1e-4, rtol=0)
+
+
+def test_multiview_resize_to_makes_views_at_clip_size() -> None:
+    import torch
+
+    from src.augment import MultiView, perspective
+
+    x = torch.rand(2, 3, 64, 64, requires_grad=True)
+    views = MultiView(perspective(), 4, resize_to=32)(x)
+    assert views.shape == (2, 4, 3, 32, 32)
+    views.sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert MultiView(None, 2, resize_to=128)(x).shape == (2, 2, 3, 64, 64)  # never upsamples
+
+
+def test_styled_conv_epilogue_equals_reference_order() -> None:
+    """conv -> * demod -> + noise -> + bias -> lrelu * sqrt(2), as rosinality, in value and gradient."""
+    import torch
+
+    from src.models.stylegan2 import StyledConv
+
+    torch.manual_seed(0)
+    for upsample in (False, True):
+        layer = StyledConv(6, 5, 3, 16, upsample=upsample)
+        layer.noise.weight.data.fill_(0.3)
+        layer.activate.bias.data.normal_()
+        x, style = torch.randn(2, 6, 8, 8, requires_grad=True), torch.randn(2, 16)
+        noise = torch.randn(1, 1, 16 if upsample else 8, 16 if upsample else 8)
+        got = layer(x, style, noise=noise)
+        (g_got,) = torch.autograd.grad(got.square().sum(), x)
+        ref = layer.activate(layer.noise(layer.conv(x, style), noise=noise))
+        (g_ref,) = torch.autograd.grad(ref.square().sum(), x)
+        torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(g_got, g_ref, atol=1e-4, rtol=1e-4)
+
+
+def test_generator_nhwc_equals_nchw() -> None:
+    import torch
+
+    from src.models.stylegan2 import Generator
+
+    torch.manual_seed(0)
+    g = Generator(32, 64, 2, channel_max=64).eval()
+    w = torch.randn(2, 64)
+    g.channels_last = False
+    a = g.synthesis(w)
+    g.channels_last = True
+    torch.testing.assert_close(g.synthesis(w), a, atol=1e-4, rtol=1e-4)
+
+
+def test_clip_encodes_a_list_of_batches_in_one_call() -> None:
+    import torch
+
+    from src.models.factory import create_clip
+
+    clip = create_clip("cfclip-tiny", model_config="tiny")
+    a, b = torch.rand(2, 3, 64, 64) * 2 - 1, torch.rand(3, 3, 48, 48) * 2 - 1
+    torch.testing.assert_close(
+        clip.encode_image([a, b]), torch.cat([clip.encode_image(a), clip.encode_image(b)]), atol=1e-5, rtol=0
+    )

@@ -44,7 +44,10 @@ def test_user_command_composes(tmp_path):
     cfg = compose_train(["loss=clip_nce", "aug=perspective", "prompt=elf_ears"], tmp_path)
     assert cfg.loss.terms.clip_nce.weight == 0.3
     assert cfg.aug.transform.distortion == 0.5 and cfg.aug.num_views == 8
-    assert cfg.prompt.target == "elf ears"
+    assert cfg.domain.name == "toyfaces"  # the embedded default world, in its own words
+    assert cfg.prompt.target == "face with elf ears"
+    tiny = compose_train(["domain=tiny", "prompt=elf_ears"], tmp_path)
+    assert tiny.prompt.target == "elf ears"  # the paper's text where a domain has no phrasing of its own
 
 
 @pytest.mark.parametrize("aug", options("aug"))

@@ -100,8 +100,8 @@ def load_open_clip(model_name: str, pretrained: str) -> nn.Module:
 def clip_preprocess(
     x: Tensor,
     size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
+    mean: Sequence[float] | Tensor,
+    std: Sequence[float] | Tensor,
     interpolation: str = "bicubic",
     resize_mode: str = "shortest",
 ) -> Tensor:
@@ -153,6 +153,10 @@ class FrozenCLIP(nn.Module):
         self.context_length: int = int(model.context_length)
         self.embed_dim: int = int(getattr(model.visual, "output_dim", 0) or self._probe_embed_dim())
         self._text_cache: dict[tuple[str, bool], Tensor] = {}  # (text, normalize) -> (E,) float32
+        # mean/std as device buffers: building them from Python floats every call would be a host-to-device
+        # copy, i.e. a host sync on CUDA, twice per training step (not saved in state dicts)
+        self.register_buffer("_mean", torch.tensor(self.image_mean), persistent=False)
+        self.register_buffer("_std", torch.tensor(self.image_std), persistent=False)
         freeze(self)
 
     @classmethod
@@ -249,12 +253,17 @@ class FrozenCLIP(nn.Module):
     def preprocess(self, x: Tensor) -> Tensor:
         """(B, 3, H, W) in [-1, 1] -> (B, 3, S, S) CLIP input (S = image_size), differentiable."""
         return clip_preprocess(
-            x, self.image_size, self.image_mean, self.image_std, self.resize_mode, self.image_resize_mode
+            x, self.image_size, self._mean, self._std, self.resize_mode, self.image_resize_mode
         )
 
-    def encode_image(self, x: Tensor, normalize: bool = True) -> Tensor:
-        """(B, 3, H, W) in [-1, 1], any H, W -> (B, E) float32 features; gradients flow to ``x``."""
-        feats = self.model.encode_image(self.preprocess(x).to(self.dtype), normalize=False).float()  # (B, E)
+    def encode_image(self, x: Tensor | Sequence[Tensor], normalize: bool = True) -> Tensor:
+        """(B, 3, H, W) in [-1, 1], any H, W -> (B, E) float32 features; gradients flow to ``x``.
+
+        A list of batches (each any size) is preprocessed batch by batch and encoded in one model call, so
+        they are concatenated at CLIP's input size, not at the generator's: (sum B_i, E).
+        """
+        pre = self.preprocess(x) if isinstance(x, Tensor) else torch.cat([self.preprocess(t) for t in x])
+        feats = self.model.encode_image(pre.to(self.dtype), normalize=False).float()  # (B, E)
         return F.normalize(feats, dim=-1) if normalize else feats
 
     def extra_repr(self) -> str:

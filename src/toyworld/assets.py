@@ -235,6 +235,11 @@ def export(work: Path, out: Path, cfg: Any, build_command: str) -> None:
     report = json.loads((work / "report.json").read_text())
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "build_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+    write_manifest(out, build_command)
+
+
+def write_manifest(out: Path, build_command: str) -> None:
+    """manifest.json: sha256 and size of every asset file, the build command and the torch version."""
     files = sorted(p for p in out.iterdir() if p.is_file() and p.name != "manifest.json")
     man = {
         "build_command": build_command,

@@ -39,7 +39,7 @@ class Inverter(nn.Module):
     Coarse layers read the 4x4 features, medium the 8x8, fine the 16x16 (pooled), as in pSp's feature pyramid.
     """
 
-    def __init__(self, n_latent: int = 10, style_dim: int = 128, width: int = 32):
+    def __init__(self, n_latent: int = 10, style_dim: int = 128, width: int = 32, squeeze: int = 32):
         super().__init__()
         self.n_latent, self.style_dim = n_latent, style_dim
         w = width
@@ -49,9 +49,13 @@ class Inverter(nn.Module):
         self.n_coarse = min(4, n_latent)
         self.n_medium = min(4, n_latent - self.n_coarse)
         self.n_fine = n_latent - self.n_coarse - self.n_medium
-        self.coarse = nn.Linear(8 * w * 16, self.n_coarse * style_dim)
-        self.medium = nn.Linear(8 * w * 16, self.n_medium * style_dim) if self.n_medium else None
-        self.fine = nn.Linear(4 * w * 16, self.n_fine * style_dim) if self.n_fine else None
+        # 1x1 convs squeeze each pyramid level to `squeeze` channels before the linear heads (keeps assets small)
+        self.squeeze4, self.squeeze8, self.squeeze16 = (
+            nn.Conv2d(c, squeeze, 1) for c in (8 * w, 8 * w, 4 * w)
+        )
+        self.coarse = nn.Linear(squeeze * 16, self.n_coarse * style_dim)
+        self.medium = nn.Linear(squeeze * 16, self.n_medium * style_dim) if self.n_medium else None
+        self.fine = nn.Linear(squeeze * 16, self.n_fine * style_dim) if self.n_fine else None
         self.register_buffer("w_mean", torch.zeros(1, n_latent, style_dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -59,15 +63,12 @@ class Inverter(nn.Module):
         f16 = self.d16(self.d32(self.stem(x)))  # (B, 4w, 16, 16)
         f8 = self.d8(f16)  # (B, 8w, 8, 8)
         f4 = self.d4(f8)  # (B, 8w, 4, 4)
-        parts = [self.coarse(f4.flatten(1)).view(B, self.n_coarse, -1)]
+        pool = nn.functional.adaptive_avg_pool2d
+        parts = [self.coarse(self.squeeze4(f4).flatten(1)).view(B, self.n_coarse, -1)]
         if self.medium is not None:
-            parts.append(
-                self.medium(nn.functional.adaptive_avg_pool2d(f8, 4).flatten(1)).view(B, self.n_medium, -1)
-            )
+            parts.append(self.medium(self.squeeze8(pool(f8, 4)).flatten(1)).view(B, self.n_medium, -1))
         if self.fine is not None:
-            parts.append(
-                self.fine(nn.functional.adaptive_avg_pool2d(f16, 4).flatten(1)).view(B, self.n_fine, -1)
-            )
+            parts.append(self.fine(self.squeeze16(pool(f16, 4)).flatten(1)).view(B, self.n_fine, -1))
         return torch.cat(parts, dim=1) + self.w_mean  # (B, L, D)
 
 
