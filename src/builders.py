@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.data.latents import LatentDataModule
 from src.module import CFCLIPModule
+from src.utils.loggers import scrub_secrets
 
 
 def to_container(cfg: DictConfig | dict) -> dict:
@@ -37,7 +38,7 @@ def build(cfg: DictConfig) -> tuple[CFCLIPModule, LatentDataModule]:
         scheduler=instantiate(cfg.get("scheduler")),
         step_size=cfg.model.step_size,
         augment_source=cfg.model.augment_source,
-        config=plain_config(cfg),
+        config=scrub_secrets(plain_config(cfg)),  # run checkpoints never hold secrets
     )
     datamodule = instantiate(cfg.data)
     datamodule.attach_generator(generator)

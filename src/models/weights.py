@@ -227,7 +227,8 @@ def _load_failure(p: Path, what: str, err: Exception) -> WeightsError:
     """A readable reason why torch.load refused or failed on ``p``."""
     text = str(err)
     refused = re.search(r"GLOBAL ([\w.]+)", text)
-    if refused or "Weights only load failed" in text:
+    corrupt = any(m in text for m in ("invalid load key", "could not find MARK", "pickle data was truncated"))
+    if refused or ("Weights only load failed" in text and not corrupt):
         hint = (
             " It looks like an NVIDIA network pickle: run `python -m src.convert`."
             if p.suffix == ".pkl"
