@@ -54,3 +54,17 @@ def test_region_stats_reads_lip_colour():
     stats = region_stats(img, masks)
     assert np.abs(stats["lips"] - np.array(COLOURS["lip_color"]["blue"])).max() < 60
     assert set(stats) <= set(masks)
+
+
+def test_pool_part_maps_cover_the_small_parts_only():
+    pool = RenderPool(8, 0.1, seed=0, part_regions=("lips", "eyes"))
+    assert pool.parts.shape == (8, 1, 64, 64) and pool.parts.dtype == torch.bool
+    _, masks = render_batch(pool.attrs, pool.seeds, return_masks=True)
+    lips = masks["lips"].unsqueeze(1)
+    assert pool.parts[lips].all(), "every lip pixel is in the part map"
+    share = pool.parts.float().mean().item()
+    assert 0.005 < share < 0.2, share  # small parts (dilated by a pixel), not the whole face
+    pool.refresh(3)
+    x, y, parts = pool.sample_with_parts(4, torch.Generator().manual_seed(0))
+    assert parts.shape == (4, 1, 64, 64) and x.shape == (4, 3, 64, 64)
+    assert RenderPool(4, 0.1).sample_with_parts(2)[2] is None

@@ -39,9 +39,10 @@ class BuildConfig:
     clip_steps: int = 2000
     clip_batch: int = 128
     clip_lr: float = 1e-3
-    ae_steps: int = 1800
+    ae_steps: int = 2200
     ae_batch: int = 32
     ae_lr: float = 2e-3
+    ae_part_weight: float = 4.0  # extra pixel-loss weight on ears, irises, eyebrows and lips
     counterfactual_rate: float = 0.04  # per counterfactual value in the generator's training renders
     num_train_latents: int = 1000
     num_test_latents: int = 200
@@ -137,6 +138,7 @@ class Builder:
             c.ae_lr,
             seed=c.seed,
             counterfactual_rate=c.counterfactual_rate,
+            part_weight=c.ae_part_weight,
             pool_size=c.pool_size,
             resume_path=str(self.path("autoencoder.resume.pt")),
             progress=self.progress,

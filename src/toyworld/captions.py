@@ -111,9 +111,18 @@ def _swap(attrs: Attributes, a: str, b: str) -> dict[str, str]:
     return changes
 
 
-def hard_negative(attrs: Attributes, rng: np.random.Generator, max_extra: int = 1) -> tuple[str, Attributes]:
+def hard_negative(
+    attrs: Attributes, rng: np.random.Generator, max_extra: int = 1, p_shape: float = 0.3
+) -> tuple[str, Attributes]:
     """A false caption that moves a colour present on the face to another part ('green eyes' for a face
-    with green lips); returns (caption, the attributes it describes). Falls back to a random wrong colour."""
+    with green lips), or (with p_shape) names the other ear shape; returns (caption, the attributes it
+    describes). Falls back to a random wrong colour."""
+    if rng.random() < p_shape:  # ear shape is a few pixels: without these negatives it stays at chance
+        other = [v for v in SCHEMA["ears"].values if v != attrs.ears]
+        false_attrs = attrs.replace(ears=other[rng.integers(len(other))])
+        names = ["ears"] + [n for n in DESCRIBED if n != "ears" and rng.random() < 0.3][:max_extra]
+        rng.shuffle(names)
+        return _compose(false_attrs, names, rng, mention_style=False), false_attrs
     pairs = [(a, b) for a in COLOUR_PARTS for b in COLOUR_PARTS if a < b]
     order = rng.permutation(len(pairs))
     changes: dict[str, str] = {}

@@ -50,20 +50,29 @@ class RenderPool:
         image_size: int = 64,
         supersample: int = 2,
         seed: int = 0,
+        part_regions: tuple[str, ...] = (),
     ) -> None:
         self.rate, self.follow = counterfactual_rate, eyebrows_follow_hair
         self.image_size, self.supersample = image_size, supersample
+        self.part_regions = tuple(part_regions)
         self.rng = np.random.default_rng([seed, 13])
         self.attrs, self.seeds = sample_scenes(capacity, self.rng, self.rate, self.follow)
-        self.images = self._render(self.attrs, self.seeds)
+        self.images, self.parts = self._render(self.attrs, self.seeds)
         self.labels = torch.from_numpy(np.stack([a.encode() for a in self.attrs]))
 
     def __len__(self) -> int:
         return len(self.attrs)
 
-    def _render(self, attrs: list[Attributes], seeds: list[int]) -> torch.Tensor:
-        x = render_batch(attrs, seeds, self.image_size, self.supersample)
-        return ((x + 1) * 127.5).round().to(torch.uint8)
+    def _render(self, attrs: list[Attributes], seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """uint8 renders (N, 3, H, W) and, with part_regions, a bool map (N, 1, H, W) of those regions
+        dilated by one pixel (small parts a pixel loss should weight up; None otherwise)."""
+        if not self.part_regions:
+            x = render_batch(attrs, seeds, self.image_size, self.supersample)
+            return ((x + 1) * 127.5).round().to(torch.uint8), None
+        x, masks = render_batch(attrs, seeds, self.image_size, self.supersample, return_masks=True)
+        parts = torch.stack([masks[r] for r in self.part_regions]).any(0).unsqueeze(1).float()
+        parts = torch.nn.functional.max_pool2d(parts, 3, 1, 1) > 0  # (N, 1, H, W)
+        return ((x + 1) * 127.5).round().to(torch.uint8), parts
 
     def refresh(self, k: int) -> None:
         """Replace k random entries by new renders."""
@@ -71,7 +80,10 @@ class RenderPool:
             return
         idx = self.rng.choice(len(self), size=min(k, len(self)), replace=False)
         attrs, seeds = sample_scenes(len(idx), self.rng, self.rate, self.follow)
-        self.images[idx] = self._render(attrs, seeds)
+        images, parts = self._render(attrs, seeds)
+        self.images[idx] = images
+        if parts is not None:
+            self.parts[idx] = parts
         self.labels[idx] = torch.from_numpy(np.stack([a.encode() for a in attrs]))
         for j, i in enumerate(idx.tolist()):
             self.attrs[i], self.seeds[i] = attrs[j], seeds[j]
@@ -80,5 +92,12 @@ class RenderPool:
         self, batch: int, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """A random batch: (float images in [-1,1], N x 3 x H x W; long labels, N x len(LABEL_ATTRIBUTES))."""
+        return self.sample_with_parts(batch, generator)[:2]
+
+    def sample_with_parts(
+        self, batch: int, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Like sample(), plus the part map (N, 1, H, W) bool of those images (None without part_regions)."""
         idx = torch.randint(len(self), (batch,), generator=generator)
-        return self.images[idx].float() / 127.5 - 1.0, self.labels[idx]
+        parts = None if self.parts is None else self.parts[idx]
+        return self.images[idx].float() / 127.5 - 1.0, self.labels[idx], parts

@@ -21,6 +21,8 @@ from src.toyworld.captions import caption, hard_negative_captions
 from src.toyworld.models import Inverter, build_generator
 from src.toyworld.pool import RenderPool
 
+PART_REGIONS: tuple[str, ...] = ("ears", "eyes", "eyebrows", "lips")  # weighted up in the autoencoder loss
+
 
 def cosine_lr(step: int, total: int, warmup: int) -> float:
     """Linear warm-up then cosine decay to 5%: a multiplier of the base lr."""
@@ -97,6 +99,7 @@ def train_autoencoder(
     seed: int = 0,
     counterfactual_rate: float = 0.04,
     latent_noise: float = 0.05,
+    part_weight: float = 4.0,
     bf16: bool = True,
     pool_size: int = 8192,
     resume_path: str | None = None,
@@ -104,7 +107,8 @@ def train_autoencoder(
 ) -> tuple[nn.Module, Inverter, dict[str, float]]:
     """Train the toy generator as the decoder of the inverter on renders (counterfactual values rare).
 
-    Pixel loss L1 + MSE; a little Gaussian noise on W+ during most of training keeps the latent space smooth,
+    Pixel loss L1 + MSE, weighted 1 + ``part_weight`` on the small parts whose colour or shape is an edit
+    target (ears, irises, eyebrows, lips: a few % of the pixels, else blurred away); a little Gaussian noise on W+ during most of training keeps the latent space smooth,
     so that nearby latents still decode to faces (what a mapper's edits need).
     """
     torch.manual_seed(seed)
@@ -113,7 +117,8 @@ def train_autoencoder(
     params = [p for n, p in gen.named_parameters() if not n.startswith("style.")] + list(inv.parameters())
     opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, max(1, steps // 20)))
-    pool = RenderPool(pool_size, counterfactual_rate, seed=seed)
+    parts = PART_REGIONS if part_weight > 0 else ()
+    pool = RenderPool(pool_size, counterfactual_rate, seed=seed, part_regions=parts)
     g = torch.Generator().manual_seed(seed)
     ckpt = Resumable(resume_path, {"generator": gen, "inverter": inv, "opt": opt, "sched": sched})
     start = ckpt.restore()
@@ -122,13 +127,16 @@ def train_autoencoder(
     inv.train()
     for step in range(start, steps):
         pool.refresh(batch // 2)
-        x, _ = pool.sample(batch, g)
+        x, _, part = pool.sample_with_parts(batch, g)
+        weight = 1.0 if part is None else 1.0 + part_weight * part.float()  # (B, 1, H, W)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             w = inv(x)
             if step < 0.8 * steps and latent_noise > 0:
                 w = w + latent_noise * w.detach().std() * torch.randn_like(w)
             y = gen.synthesis(w).float()
-        loss = F.l1_loss(y, x) + F.mse_loss(y, x) + 1e-4 * w.float().pow(2).mean()
+        err = (y - x).abs()
+        pixel = ((err + err.pow(2)) * weight).mean() / (weight.mean() if part is not None else 1.0)
+        loss = pixel + 1e-4 * w.float().pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
