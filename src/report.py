@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import os
 import sys
@@ -23,7 +22,8 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-import yaml
+from src.report_jobs import REFERENCE, gather
+from src.utils.stats import T95, mean_ci, t95  # noqa: F401  (re-exported)
 
 MAIN_METRICS = (
     "edit_accuracy",
@@ -34,11 +34,7 @@ MAIN_METRICS = (
     "clip_directional",
     "pixel_l1_change",
 )
-# config keys that never define a configuration (book-keeping, or the prompt/seed axes)
-IGNORED = ("hydra", "paths", "logger", "callbacks", "experiment", "hparams_search", "debug", "seed", "prompt",
-           "tags", "task_name", "ckpt_path", "eval_after_fit", "optimized_metric", "objective")  # fmt: skip
-# the full method, and the paper's claims as (axis, ablated option, claim)
-REFERENCE = {"loss": "clip_nce", "aug": "perspective", "model": "cfclip"}
+# the paper's claims as (axis, ablated option, claim)
 CLAIMS = (
     ("loss", "directional", "CLIP-NCE beats the directional CLIP loss (StyleGAN-NADA)"),
     ("loss", "global", "CLIP-NCE beats the global CLIP loss (StyleCLIP)"),
@@ -47,118 +43,6 @@ CLAIMS = (
     ("aug", "crop", "perspective views beat random crops"),
     ("model", "no_tem", "TEM (text-conditioned mapper) beats the plain mapper"),
 )
-# two-sided 95% Student t quantiles, df = 1..30
-T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145,
-       2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048,
-       2.045, 2.042)  # fmt: skip
-
-
-def t95(df: int) -> float:
-    if df <= len(T95):
-        return T95[df - 1]
-    z = 1.959964  # Cornish-Fisher expansion, < 1e-4 off beyond the table
-    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
-
-
-def mean_ci(values: Iterable[float | None]) -> tuple[float, float, int]:
-    """(mean, half-width of the 95% CI, n) of the non-missing values; the CI is nan below two values."""
-    v = [float(x) for x in values if x is not None and not math.isnan(float(x))]
-    n = len(v)
-    if n == 0:
-        return math.nan, math.nan, 0
-    m = sum(v) / n
-    if n < 2:
-        return m, math.nan, n
-    sd = math.sqrt(sum((x - m) ** 2 for x in v) / (n - 1))
-    return m, t95(n - 1) * sd / math.sqrt(n), n
-
-
-# ---- reading job dirs ----------------------------------------------------------------------------------------
-def _load(path: str) -> Any:
-    if not os.path.isfile(path):
-        return None
-    with open(path) as fh:
-        return json.load(fh) if path.endswith(".json") else yaml.safe_load(fh)
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """Numeric leaves of an eval.json as {"realism/valid_rate": ...} (nulls, strings and ``n`` left out)."""
-    out: dict[str, float] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}/"))
-        elif isinstance(v, int | float) and not isinstance(v, bool) and k != "n":
-            out[f"{prefix}{k}"] = float(v)
-    return out
-
-
-def lookup(cfg: Any, dotted: str) -> str:
-    for part in dotted.split("."):
-        if not isinstance(cfg, dict) or part not in cfg:
-            return "-"
-        cfg = cfg[part]
-    return str(cfg)
-
-
-def read_job(job_dir: str) -> dict[str, Any]:
-    """One job: settings, prompt, seed, status (ok | failed | incomplete), metrics, error."""
-    hydra_cfg = (_load(os.path.join(job_dir, ".hydra", "hydra.yaml")) or {}).get("hydra", {})
-    cfg = _load(os.path.join(job_dir, ".hydra", "config.yaml")) or {}
-    settings = {
-        k: str(v) for k, v in (hydra_cfg.get("runtime", {}).get("choices") or {}).items() if "/" not in k
-    }
-    for item in _load(os.path.join(job_dir, ".hydra", "overrides.yaml")) or []:
-        key, _, value = str(item).lstrip("+~").partition("=")
-        settings[key] = value
-    job: dict[str, Any] = {
-        "job": job_dir,
-        "prompt": settings.get("prompt") or (cfg.get("prompt") or {}).get("name"),
-        "seed": settings.get("seed", cfg.get("seed")),
-        "settings": {k: v for k, v in settings.items() if k.split(".")[0] not in IGNORED},
-        "cfg": cfg,
-        "status": "ok",
-        "metrics": {},
-        "error": None,
-    }
-    result, err = (
-        _load(os.path.join(job_dir, "eval", "eval.json")),
-        _load(os.path.join(job_dir, "error.json")),
-    )
-    if result is not None:
-        job["metrics"] = flatten(result)
-        job["prompt"] = job["prompt"] or result.get("prompt")
-    elif err is not None:
-        first = (str(err.get("message", "")).strip().splitlines() or [""])[0]
-        job["status"], job["error"] = "failed", f"{err.get('error', 'Error')}: {first}"
-    else:
-        job["status"] = "incomplete"
-        job["error"] = "no eval/eval.json (still running, killed, or eval_after_fit=false)"
-    return job
-
-
-def find_jobs(roots: Iterable[str]) -> list[str]:
-    jobs = []
-    for root in roots:
-        for dirpath, dirnames, _ in os.walk(root):
-            if os.path.isfile(os.path.join(dirpath, ".hydra", "overrides.yaml")):
-                jobs.append(dirpath)
-                dirnames[:] = []
-            dirnames.sort(key=lambda d: (not d.isdigit(), int(d) if d.isdigit() else 0, d))
-    return jobs
-
-
-def gather(roots: Iterable[str]) -> tuple[list[dict[str, Any]], list[str]]:
-    """All jobs under ``roots`` (full method first) and the settings that vary between them."""
-    jobs = [read_job(j) for j in find_jobs(roots)]
-    keys = sorted({k for j in jobs for k in j["settings"]})
-    for j in jobs:  # a key overridden in some jobs only: the others ran with their config's value
-        for k in keys:
-            j["settings"].setdefault(k, lookup(j["cfg"], k))
-    varying = [k for k in keys if len({j["settings"][k] for j in jobs}) > 1]
-    for j in jobs:
-        j["config"] = " ".join(f"{k}={j['settings'][k]}" for k in varying) or "all"
-    is_reference = lambda j: all(j["settings"].get(a, v) == v for a, v in REFERENCE.items())  # noqa: E731
-    return sorted(jobs, key=lambda j: not is_reference(j)), varying
 
 
 # ---- statistics -------------------------------------------------------------------------------------------
