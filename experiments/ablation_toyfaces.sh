@@ -7,6 +7,7 @@
 #   bash experiments/ablation_toyfaces.sh slurm                    # on SLURM (hydra/launcher=slurm trainer=gpu)
 #   bash experiments/ablation_toyfaces.sh local trainer.max_steps=300 logger=csv   # overrides for every job
 #   SEEDS=0 PROMPTS=elf_ears bash experiments/ablation_toyfaces.sh # a smaller study (7 jobs)
+#   JOBS=2 bash experiments/ablation_toyfaces.sh                   # two sweeps at once (2 cores, 1 thread each)
 #
 # Sweeps: multirun/ablation_toyfaces/<time>/{loss,aug,tem}/<job> (SWEEP_ROOT=... to change); W&B group
 # ablation_toyfaces/<time>; report: experiments/results/ablation_toyfaces/ (OUT=... to change).

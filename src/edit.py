@@ -219,7 +219,7 @@ def invert_images(
             raise ValueError("invert.method=encoder needs an encoder: only the toyfaces domain ships one")
         from src.toyworld.assets import load_inverter
 
-        inverter = load_inverter().to(aligned.device)
+        inverter = load_inverter(run_cfg.domain.get("asset_dir")).to(aligned.device)
         x = (
             torch.nn.functional.interpolate(aligned, size=64, mode="area")
             if aligned.shape[-1] != 64

@@ -69,7 +69,9 @@ def test_optimizers_instantiate(tmp_path):
     for opt in options("optimizer"):
         cfg = compose_train([f"optimizer={opt}"], tmp_path)
         optimizer = instantiate(cfg.optimizer)(params=[torch.nn.Parameter(torch.zeros(2))])
-        assert optimizer.param_groups[0]["lr"] == 0.5
+        assert optimizer.param_groups[0]["lr"] == {"adam": 0.1, "ranger": 0.5}[opt]
+    for paper in ("paper_ffhq_elf_ears", "paper_afhq_dog_green_tongue"):  # the paper's lr in its own runs
+        assert compose_train([f"experiment={paper}"], tmp_path).optimizer.lr == 0.5
 
 
 def test_slurm_launcher_config_composes(tmp_path):

@@ -130,7 +130,7 @@ def test_optuna_sweep_runs_on_tiny(tmp_path):
 def test_ablation_script_end_to_end_on_tiny(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "WANDB_MODE": "offline", "SEEDS": "0",
            "PROMPTS": "elf_ears", "SWEEP_ROOT": str(tmp_path / "sweeps"), "OUT": str(tmp_path / "report"),
-           "PYTHON": sys.executable}  # fmt: skip
+           "PYTHON": sys.executable, "JOBS": "2"}  # fmt: skip
     tiny = [a for a in TINY if not a.startswith(("aug.", "eval_after_fit"))]  # aug=none has one view
     res = subprocess.run(["bash", "experiments/ablation_toyfaces.sh", "local", *tiny, "eval_after_fit=true"],
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)  # fmt: skip

@@ -148,3 +148,18 @@ def test_train_and_eval_on_toyfaces(fast_cfg, smoke_assets, tmp_path):
     printed = json.loads(res.stdout[res.stdout.index("{") :])
     assert printed["edit_accuracy"] == pytest.approx(result["edit_accuracy"])
     assert (tmp_path / "evalrun" / "eval_grid.png").is_file()
+
+
+def test_tune_rates_parse_and_bad_keys_fail_early():
+    from src.toyworld.attributes import counterfactual_rates
+    from src.toyworld.build import parse_rates
+
+    rates = parse_rates("ears:pointed=0.25, eyebrow_color:purple=0.1")
+    assert rates == {"ears:pointed": 0.25, "eyebrow_color:purple": 0.1} and parse_rates("") == {}
+    assert counterfactual_rates(rates)[("ears", "pointed")] == 0.25
+    with pytest.raises(ValueError, match="attribute:value=probability"):
+        parse_rates("ears:pointed")
+    from src.toyworld.training import train_autoencoder
+
+    with pytest.raises(KeyError, match="unknown counterfactual key"):
+        train_autoencoder(1, 2, tune_steps=1, tune_rates={"ears:square": 0.5}, pool_size=4, progress=False)

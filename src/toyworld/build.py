@@ -43,6 +43,8 @@ class BuildConfig:
     ae_batch: int = 32
     ae_lr: float = 2e-3
     ae_part_weight: float = 4.0  # extra pixel-loss weight on ears, irises, eyebrows and lips
+    ae_tune_steps: int = 480  # then this many steps at 25% lr with the values of ae_tune_rates more common
+    ae_tune_rates: str = "ears:pointed=0.25,eyebrow_color:purple=0.1"
     counterfactual_rate: float = 0.04  # per counterfactual value in the generator's training renders
     num_train_latents: int = 1000
     num_test_latents: int = 200
@@ -59,6 +61,7 @@ class BuildConfig:
             clip_steps=3,
             clip_batch=8,
             ae_steps=3,
+            ae_tune_steps=2,
             ae_batch=4,
             num_train_latents=8,
             pool_size=64,
@@ -68,6 +71,17 @@ class BuildConfig:
             reach_steps=2,
             sampler_rank=4,
         )
+
+
+def parse_rates(text: str) -> dict[str, float]:
+    """'ears:pointed=0.25,eyebrow_color:purple=0.1' -> {'ears:pointed': 0.25, ...} (empty text: {})."""
+    out = {}
+    for item in filter(None, (t.strip() for t in text.split(","))):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"bad rate {item!r}: expected attribute:value=probability")
+        out[key.strip()] = float(value)
+    return out
 
 
 def scenes(n: int, seed: int, natural: bool, rate: float) -> tuple[list, list[int]]:
@@ -139,6 +153,8 @@ class Builder:
             seed=c.seed,
             counterfactual_rate=c.counterfactual_rate,
             part_weight=c.ae_part_weight,
+            tune_steps=c.ae_tune_steps,
+            tune_rates=parse_rates(c.ae_tune_rates),
             pool_size=c.pool_size,
             resume_path=str(self.path("autoencoder.resume.pt")),
             progress=self.progress,

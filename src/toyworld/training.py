@@ -9,14 +9,14 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.toyworld.attributes import SCHEMA, uniform_rates
+from src.toyworld.attributes import COUNTERFACTUAL_VALUES, SCHEMA, counterfactual_rates, uniform_rates
 from src.toyworld.captions import caption, hard_negative_captions
 from src.toyworld.models import Inverter, build_generator
 from src.toyworld.pool import RenderPool
@@ -38,13 +38,16 @@ class Progress:
     def __init__(self, name: str, total: int, enabled: bool = True, every_s: float = 15.0):
         self.name, self.total, self.enabled, self.every_s = name, total, enabled, every_s
         self.t0 = self.last = time.perf_counter()
+        self.first: int | None = None  # the first step seen (a resumed loop starts late)
 
     def __call__(self, step: int, **values: float) -> None:
         now = time.perf_counter()
+        if self.first is None:
+            self.first = step
         if not self.enabled or (now - self.last < self.every_s and step + 1 < self.total):
             return
         self.last = now
-        rate = (step + 1) / (now - self.t0)
+        rate = (step + 1 - self.first) / (now - self.t0)
         eta = (self.total - step - 1) / max(rate, 1e-9)
         vals = " ".join(f"{k}={v:.4g}" for k, v in values.items())
         print(
@@ -100,6 +103,8 @@ def train_autoencoder(
     counterfactual_rate: float = 0.04,
     latent_noise: float = 0.05,
     part_weight: float = 4.0,
+    tune_steps: int = 0,
+    tune_rates: Mapping[str, float] | None = None,
     bf16: bool = True,
     pool_size: int = 8192,
     resume_path: str | None = None,
@@ -109,23 +114,35 @@ def train_autoencoder(
 
     Pixel loss L1 + MSE, weighted 1 + ``part_weight`` on the small parts whose colour or shape is an edit
     target (ears, irises, eyebrows, lips: a few % of the pixels, else blurred away); a little Gaussian noise on W+ during most of training keeps the latent space smooth,
-    so that nearby latents still decode to faces (what a mapper's edits need).
+    so that nearby latents still decode to faces (what a mapper's edits need). ``tune_steps`` more steps at
+    25% of the lr follow on renders where the values of ``tune_rates`` ("attr:value" -> probability; the
+    others keep ``counterfactual_rate``) are more common: a shape like pointed ears needs more than a colour.
     """
     torch.manual_seed(seed)
     gen = build_generator(seed)
     inv = Inverter(gen.n_latent, gen.style_dim)
     params = [p for n, p in gen.named_parameters() if not n.startswith("style.")] + list(inv.parameters())
     opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, steps, max(1, steps // 20)))
+    total = steps + tune_steps
+    counterfactual_rates(tune_rates or {})  # a bad key fails now, not after the main steps
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: cosine_lr(s, steps, max(1, steps // 20)) if s < steps else 0.25
+    )
     parts = PART_REGIONS if part_weight > 0 else ()
-    pool = RenderPool(pool_size, counterfactual_rate, seed=seed, part_regions=parts)
     g = torch.Generator().manual_seed(seed)
     ckpt = Resumable(resume_path, {"generator": gen, "inverter": inv, "opt": opt, "sched": sched})
     start = ckpt.restore()
-    show = Progress("autoencoder", steps, progress)
+    show = Progress("autoencoder", total, progress)
     gen.train()
     inv.train()
-    for step in range(start, steps):
+    pool = None
+    for step in range(start, total):
+        if pool is None or step == steps:  # the main pool, then the tuning pool
+            rates: float | dict[str, float] = counterfactual_rate
+            if step >= steps:
+                rates = {f"{a}:{v}": counterfactual_rate for a, v in COUNTERFACTUAL_VALUES}
+                rates.update(tune_rates or {})
+            pool = RenderPool(pool_size, rates, seed=seed + (step >= steps), part_regions=parts)
         pool.refresh(batch // 2)
         x, _, part = pool.sample_with_parts(batch, g)
         weight = 1.0 if part is None else 1.0 + part_weight * part.float()  # (B, 1, H, W)
@@ -143,10 +160,10 @@ def train_autoencoder(
         sched.step()
         ckpt.maybe_save(step + 1)
         show(step, loss=loss.item(), psnr=psnr_db(y.detach(), x).mean().item(), lr=sched.get_last_lr()[0])
-    ckpt.maybe_save(steps, force=True)
+    ckpt.maybe_save(total, force=True)
     gen.eval()
     inv.eval()
-    return gen, inv, {"ae_steps": float(steps)}
+    return gen, inv, {"ae_steps": float(steps), "ae_tune_steps": float(tune_steps)}
 
 
 @torch.no_grad()
