@@ -107,6 +107,32 @@ REGISTRY: dict[str, KnownWeights] = {
             sha256="397923af",
         ),
         KnownWeights(
+            "alexnet",
+            "alexnet-owt-7be5be79.pth",
+            "torchvision alexnet state dict",
+            "AlexNet (ImageNet), the small LPIPS backbone (inversion default)",
+            "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+            sha256="7be5be79",
+        ),
+        KnownWeights(
+            "fid-inception",
+            "weights-inception-2015-12-05-6726825d.pth",
+            "torch-fidelity Inception v3 state dict",
+            "FID/KID Inception v3 (torchmetrics / torch-fidelity's inception-v3-compat)",
+            "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/"
+            "weights-inception-2015-12-05-6726825d.pth",
+            sha256="6726825d",
+        ),
+        KnownWeights(
+            "clip-vit-l-14",
+            "ViT-L-14.pt",
+            "OpenAI CLIP TorchScript/state-dict file",
+            "CLIP ViT-L/14, the default evaluation CLIP of real domains (kept apart from the training CLIP)",
+            "https://openaipublic.azureedge.net/clip/models/"
+            "b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836/ViT-L-14.pt",
+            sha256="b8cca3fd41ae0c99ba7e8951adf17d267cdb84cd88be6f7c2e0eca1737a03836",
+        ),
+        KnownWeights(
             "e4e-train-faces",
             "train_faces.pt",
             "tensor [N, 18, 512] of W+ latents",
