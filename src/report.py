@@ -23,7 +23,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from src.report_jobs import REFERENCE, gather
-from src.utils.stats import T95, mean_ci, t95  # noqa: F401  (re-exported)
+from src.utils.stats import mean_ci
 
 MAIN_METRICS = (
     "edit_accuracy",

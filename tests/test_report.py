@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from src.report import T95, mean_ci, report, t95
+from src.report import report
+from src.utils.stats import T95, mean_ci, t95
 from tests.conftest import ROOT
 from tests.test_sweeps import run_cli
 

@@ -66,12 +66,13 @@ class RenderPool:
     def _render(self, attrs: list[Attributes], seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """uint8 renders (N, 3, H, W) and, with part_regions, a bool map (N, 1, H, W) of those regions
         dilated by one pixel (small parts a pixel loss should weight up; None otherwise)."""
-        if not self.part_regions:
+        parts = None
+        if self.part_regions:
+            x, masks = render_batch(attrs, seeds, self.image_size, self.supersample, return_masks=True)
+            union = torch.stack([masks[r] for r in self.part_regions]).any(0).unsqueeze(1).float()
+            parts = torch.nn.functional.max_pool2d(union, 3, 1, 1) > 0  # (N, 1, H, W)
+        else:
             x = render_batch(attrs, seeds, self.image_size, self.supersample)
-            return ((x + 1) * 127.5).round().to(torch.uint8), None
-        x, masks = render_batch(attrs, seeds, self.image_size, self.supersample, return_masks=True)
-        parts = torch.stack([masks[r] for r in self.part_regions]).any(0).unsqueeze(1).float()
-        parts = torch.nn.functional.max_pool2d(parts, 3, 1, 1) > 0  # (N, 1, H, W)
         return ((x + 1) * 127.5).round().to(torch.uint8), parts
 
     def refresh(self, k: int) -> None:

@@ -113,10 +113,11 @@ def train_autoencoder(
     """Train the toy generator as the decoder of the inverter on renders (counterfactual values rare).
 
     Pixel loss L1 + MSE, weighted 1 + ``part_weight`` on the small parts whose colour or shape is an edit
-    target (ears, irises, eyebrows, lips: a few % of the pixels, else blurred away); a little Gaussian noise on W+ during most of training keeps the latent space smooth,
-    so that nearby latents still decode to faces (what a mapper's edits need). ``tune_steps`` more steps at
-    25% of the lr follow on renders where the values of ``tune_rates`` ("attr:value" -> probability; the
-    others keep ``counterfactual_rate``) are more common: a shape like pointed ears needs more than a colour.
+    target (ears, irises, eyebrows, lips: a few % of the pixels, else blurred away); a little Gaussian noise
+    on W+ during most of training keeps the latent space smooth, so that nearby latents still decode to
+    faces (what a mapper's edits need). ``tune_steps`` more steps at 25% of the lr follow on renders where
+    the values of ``tune_rates`` ("attr:value" -> probability; the others keep ``counterfactual_rate``) are
+    more common: a shape like pointed ears needs more than a colour.
     """
     torch.manual_seed(seed)
     gen = build_generator(seed)
@@ -124,7 +125,10 @@ def train_autoencoder(
     params = [p for n, p in gen.named_parameters() if not n.startswith("style.")] + list(inv.parameters())
     opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.99))
     total = steps + tune_steps
-    counterfactual_rates(tune_rates or {})  # a bad key fails now, not after the main steps
+    # the tuning pool: every counterfactual value at counterfactual_rate, those of tune_rates more common
+    tune_pool_rates = {f"{a}:{v}": counterfactual_rate for a, v in COUNTERFACTUAL_VALUES}
+    tune_pool_rates.update(tune_rates or {})
+    counterfactual_rates(tune_pool_rates)  # a bad key fails now, not after the main steps
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: cosine_lr(s, steps, max(1, steps // 20)) if s < steps else 0.25
     )
@@ -138,21 +142,20 @@ def train_autoencoder(
     pool = None
     for step in range(start, total):
         if pool is None or step == steps:  # the main pool, then the tuning pool
-            rates: float | dict[str, float] = counterfactual_rate
-            if step >= steps:
-                rates = {f"{a}:{v}": counterfactual_rate for a, v in COUNTERFACTUAL_VALUES}
-                rates.update(tune_rates or {})
-            pool = RenderPool(pool_size, rates, seed=seed + (step >= steps), part_regions=parts)
+            tuning = step >= steps
+            rates = tune_pool_rates if tuning else counterfactual_rate
+            pool = RenderPool(pool_size, rates, seed=seed + tuning, part_regions=parts)
         pool.refresh(batch // 2)
         x, _, part = pool.sample_with_parts(batch, g)
-        weight = 1.0 if part is None else 1.0 + part_weight * part.float()  # (B, 1, H, W)
+        # per-pixel loss weight (B, 1, H, W): 1, and 1 + part_weight on the small parts
+        weight = torch.ones_like(x[:, :1]) if part is None else 1.0 + part_weight * part.float()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             w = inv(x)
             if step < 0.8 * steps and latent_noise > 0:
                 w = w + latent_noise * w.detach().std() * torch.randn_like(w)
             y = gen.synthesis(w).float()
         err = (y - x).abs()
-        pixel = ((err + err.pow(2)) * weight).mean() / (weight.mean() if part is not None else 1.0)
+        pixel = ((err + err.pow(2)) * weight).mean() / weight.mean()  # weighted L1 + MSE
         loss = pixel + 1e-4 * w.float().pow(2).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
