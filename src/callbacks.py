@@ -1,12 +1,18 @@
-"""Callbacks: a source | edited image grid of fixed validation latents, saved as PNG and sent to every logger."""
+"""Callbacks: a source | edited image grid of fixed validation latents (PNG + every logger), and the ground-truth
+metrics curve on domains with an oracle."""
 
 from __future__ import annotations
 
+import json
+import logging
 import os
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from torchvision.utils import make_grid, save_image
+
+log = logging.getLogger("cfclip")
 
 
 def pair_grid(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
@@ -59,3 +65,62 @@ class ImageGridCallback(pl.Callback):
 
     def on_train_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         self.log_grid(trainer, module)
+
+
+class OracleCurveCallback(pl.Callback):
+    """Every ``every_n_steps``: the domain evaluator's metrics (toyfaces: the oracle) on the first
+    ``num_latents`` test latents, logged as ``oracle/*`` and saved to ``path`` (JSON list).
+
+    Shows what the CLIP loss cannot: the loss may keep falling while the oracle's edit accuracy falls too (the
+    mapper drifting to edits only CLIP likes). Diagnostic only: picking a checkpoint on it tunes on the test set.
+    A domain without an evaluator (``evaluator: null``) turns it off.
+    """
+
+    KEYS = ("edit_accuracy", "preservation", "leakage", "realism/valid_rate")
+
+    def __init__(
+        self, evaluator: Any | None, every_n_steps: int = 100, num_latents: int = 32, path: str | None = None
+    ):
+        self.evaluator, self.every_n_steps, self.num_latents, self.path = (
+            evaluator,
+            every_n_steps,
+            num_latents,
+            path,
+        )
+        self.history: list[dict[str, float]] = []
+
+    def _latents(self, trainer: pl.Trainer) -> torch.Tensor | None:
+        dm = trainer.datamodule
+        splits = getattr(dm, "splits", {}) if dm is not None else {}
+        return splits["test"][: self.num_latents] if "test" in splits else None
+
+    def measure(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        latents = self._latents(trainer)
+        if self.evaluator is None or latents is None or not trainer.is_global_zero:
+            return
+        from src.evaluation import edit_test_set  # evaluation imports this module
+
+        was_training = module.training
+        x, x_hat = edit_test_set(module, latents)
+        module.train(was_training)
+        result = self.evaluator(x, x_hat, module.prompt.name)
+        flat = {k: result.get(k, (result.get("realism") or {}).get(k.split("/")[-1])) for k in self.KEYS}
+        metrics = {f"oracle/{k}": float(v) for k, v in flat.items() if isinstance(v, int | float)}
+        step = trainer.global_step
+        self.history.append({"step": step, **metrics})
+        for logger in trainer.loggers:
+            logger.log_metrics(metrics, step=step)
+        log.info(
+            "step %d oracle (%d test latents): %s",
+            step,
+            len(latents),
+            ", ".join(f"{k[7:]} {v:.3f}" for k, v in metrics.items()),
+        )
+        if self.path:
+            os.makedirs(os.path.dirname(self.path) or ".", exist_ok=True)
+            with open(self.path, "w") as fh:
+                json.dump(self.history, fh, indent=1)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *args: object) -> None:
+        if self.every_n_steps > 0 and trainer.global_step % self.every_n_steps == 0:
+            self.measure(trainer, module)

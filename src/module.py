@@ -55,12 +55,7 @@ class CFCLIPModule(pl.LightningModule):
                 raise ValueError(f"parameter {name} is trainable but outside the mapper: freeze it")
         # Text features, encoded once per run (non-persistent buffers: they follow .to() but are not saved).
         with torch.no_grad():
-            feats = TextFeatures(
-                target=clip.encode_text([prompt.target])[0],
-                source=clip.encode_text([prompt.source])[0],
-                target_templates=clip.encode_text(prompt.with_templates(prompt.target)),
-                source_templates=clip.encode_text(prompt.with_templates(prompt.source)),
-            )
+            feats = encode_prompt(clip, prompt)
             raw = clip.encode_text([prompt.target], normalize=False)[0]
         for key, value in vars(feats).items():
             self.register_buffer(f"text_{key}", value.float().clone(), persistent=False)
@@ -98,33 +93,7 @@ class CFCLIPModule(pl.LightningModule):
         with torch.no_grad():
             ctx.x = self.generator.synthesis(w)  # (B, 3, H, W)
         ctx.x_hat = self.generator.synthesis(ctx.w_hat)
-        need_edit, need_views = "edit_features" in self.requires, "view_features" in self.requires
-        if not (need_edit or need_views):
-            return ctx
-        B = w.shape[0]
-        views = src_views = None
-        if need_views:
-            if self.augment_source:
-                views, src_views = self.augment(ctx.x_hat, ctx.x)  # (B, K, 3, H, W) each, same transforms
-            else:
-                views = self.augment(ctx.x_hat)
-        with torch.no_grad():
-            src_in = ctx.x if src_views is None else torch.cat([ctx.x, src_views.flatten(0, 1)])
-            src_feats = self.clip.encode_image(src_in)
-            ctx.src_features = src_feats[:B]  # (B, E)
-        inputs = ([ctx.x_hat] if need_edit else []) + ([views.flatten(0, 1)] if need_views else [])
-        feats = self.clip.encode_image(torch.cat(inputs))  # one CLIP call: (B [+ B*K], E)
-        if need_edit:
-            ctx.edit_features, feats = feats[:B], feats[B:]
-        if need_views:
-            K = views.shape[1]
-            ctx.view_features = feats.view(B, K, -1)
-            ctx.src_view_features = (
-                src_feats[B:].view(B, K, -1)
-                if src_views is not None
-                else ctx.src_features[:, None].expand(-1, K, -1)
-            )
-        return ctx
+        return add_clip_features(ctx, self.clip, self.augment, self.requires, self.augment_source)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         total, parts = self.loss(self.compute_context(batch["w"]))
@@ -184,3 +153,52 @@ class CFCLIPModule(pl.LightningModule):
         return self.mapper.load_state_dict(
             {k[len(TRAINABLE_PREFIX) :]: v for k, v in theirs.items()}, strict=True
         )
+
+
+@torch.no_grad()
+def encode_prompt(clip: nn.Module, prompt: Prompt) -> TextFeatures:
+    """The prompt's normalised text features: plain target/source and every template of each."""
+    return TextFeatures(
+        target=clip.encode_text([prompt.target])[0],
+        source=clip.encode_text([prompt.source])[0],
+        target_templates=clip.encode_text(prompt.with_templates(prompt.target)),
+        source_templates=clip.encode_text(prompt.with_templates(prompt.source)),
+    )
+
+
+def add_clip_features(
+    ctx: StepContext,
+    clip: nn.Module,
+    augment: MultiView,
+    requires: frozenset[str],
+    augment_source: bool = False,
+) -> StepContext:
+    """Fill ctx's CLIP features of x / x_hat / the K views of x_hat that ``requires`` names, each once:
+    one batched augmentation and one CLIP call for the edit and all its views (also used by the probe)."""
+    need_edit, need_views = "edit_features" in requires, "view_features" in requires
+    if not (need_edit or need_views):
+        return ctx
+    B = ctx.x_hat.shape[0]
+    views = src_views = None
+    if need_views:
+        if augment_source:
+            views, src_views = augment(ctx.x_hat, ctx.x)  # (B, K, 3, H, W) each, same transforms
+        else:
+            views = augment(ctx.x_hat)
+    with torch.no_grad():
+        src_in = ctx.x if src_views is None else torch.cat([ctx.x, src_views.flatten(0, 1)])
+        src_feats = clip.encode_image(src_in)
+        ctx.src_features = src_feats[:B]  # (B, E)
+    inputs = ([ctx.x_hat] if need_edit else []) + ([views.flatten(0, 1)] if need_views else [])
+    feats = clip.encode_image(torch.cat(inputs))  # one CLIP call: (B [+ B*K], E)
+    if need_edit:
+        ctx.edit_features, feats = feats[:B], feats[B:]
+    if need_views:
+        K = views.shape[1]
+        ctx.view_features = feats.view(B, K, -1)
+        ctx.src_view_features = (
+            src_feats[B:].view(B, K, -1)
+            if src_views is not None
+            else ctx.src_features[:, None].expand(-1, K, -1)
+        )
+    return ctx

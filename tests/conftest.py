@@ -40,11 +40,14 @@ FAST = [
 ]
 
 
-def compose_train(overrides: list[str], tmp_path: Path | None = None) -> DictConfig:
-    """Compose conf/train.yaml with overrides, filling the hydra-only paths so it can run outside @hydra.main."""
+def compose_train(
+    overrides: list[str], tmp_path: Path | None = None, config_name: str = "train"
+) -> DictConfig:
+    """Compose conf/<config_name>.yaml with overrides, filling the hydra-only paths so it can run outside
+    @hydra.main."""
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=CONF, version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
+        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
     from hydra.core.hydra_config import HydraConfig
 
     HydraConfig.instance().set_config(cfg)
