@@ -31,6 +31,7 @@ WANDB_METRICS: dict[str, dict[str, Any]] = {
     "val/loss": {"step_metric": "trainer/global_step", "summary": "min,last"},
     "train/grad_norm": {"step_metric": "trainer/global_step", "summary": "max,last"},
     "eval/*": {"step_metric": "trainer/global_step", "summary": "last"},
+    "oracle/*": {"step_metric": "trainer/global_step", "summary": "max,last"},
 }
 
 
