@@ -101,9 +101,12 @@ class OracleCurveCallback(pl.Callback):
         from src.evaluation import edit_test_set  # evaluation imports this module
 
         was_training = module.training
-        x, x_hat = edit_test_set(module, latents)
+        # a diagnostic must not change the run: the oracle draws random numbers, so fork the RNG streams
+        cuda = [module.device.index or 0] if module.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            x, x_hat = edit_test_set(module, latents)
+            result = self.evaluator(x, x_hat, module.prompt.name)
         module.train(was_training)
-        result = self.evaluator(x, x_hat, module.prompt.name)
         flat = {k: result.get(k, (result.get("realism") or {}).get(k.split("/")[-1])) for k in self.KEYS}
         metrics = {f"oracle/{k}": float(v) for k, v in flat.items() if isinstance(v, int | float)}
         step = trainer.global_step

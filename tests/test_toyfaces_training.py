@@ -50,3 +50,43 @@ def test_short_run_on_shipped_toyfaces_edits_above_the_unedited_baseline(tmp_pat
     }
     logged = (tmp_path / "csv" / "metrics.csv").read_text().splitlines()[0]
     assert "oracle/edit_accuracy" in logged
+
+
+def test_oracle_curve_leaves_the_training_rng_alone(tmp_path):
+    """The oracle draws random numbers; measuring must not change what the run draws next."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from src.callbacks import OracleCurveCallback
+    from src.toyworld.assets import load_generator, load_latents
+    from src.toyworld.metrics import ToyfacesEvaluator
+
+    generator = load_generator()
+
+    class Stub(torch.nn.Module):  # what the callback needs of the LightningModule
+        def __init__(self):
+            super().__init__()
+            self.generator, self.prompt = generator, SimpleNamespace(name="purple_eyebrows")
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        @property
+        def device(self):
+            return self.p.device
+
+        def render_pair(self, w):
+            x = self.generator.synthesis(w)
+            return x, x.flip(-1)
+
+    latents = load_latents("test")["latents"][:4].float()
+    trainer = SimpleNamespace(
+        datamodule=SimpleNamespace(splits={"test": latents}), loggers=[], global_step=5, is_global_zero=True
+    )
+    evaluator = ToyfacesEvaluator(edits={"purple_eyebrows": ["eyebrow_color", "purple"]})
+    cb = OracleCurveCallback(evaluator, every_n_steps=5, num_latents=4, path=str(tmp_path / "curve.json"))
+    torch.manual_seed(0)
+    cb.on_train_batch_end(trainer, Stub())
+    after = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after, torch.rand(3))
+    assert cb.history[0]["step"] == 5 and 0 <= cb.history[0]["oracle/preservation"] <= 1
