@@ -12,6 +12,8 @@ import pytorch_lightning as pl
 import torch
 from torchvision.utils import make_grid, save_image
 
+from src.utils.dicts import flatten
+
 log = logging.getLogger("cfclip")
 
 
@@ -107,8 +109,8 @@ class OracleCurveCallback(pl.Callback):
             x, x_hat = edit_test_set(module, latents)
             result = self.evaluator(x, x_hat, module.prompt.name)
         module.train(was_training)
-        flat = {k: result.get(k, (result.get("realism") or {}).get(k.split("/")[-1])) for k in self.KEYS}
-        metrics = {f"oracle/{k}": float(v) for k, v in flat.items() if isinstance(v, int | float)}
+        flat = flatten(result)
+        metrics = {f"oracle/{k}": float(flat[k]) for k in self.KEYS if isinstance(flat.get(k), int | float)}
         step = trainer.global_step
         self.history.append({"step": step, **metrics})
         for logger in trainer.loggers:

@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from src.utils.dicts import flatten
+
 # config keys that never define a configuration (book-keeping, or the prompt/seed axes)
 IGNORED = ("hydra", "paths", "logger", "callbacks", "experiment", "hparams_search", "debug", "seed", "prompt",
            "tags", "task_name", "ckpt_path", "eval_after_fit", "optimized_metric", "objective")  # fmt: skip
@@ -23,15 +25,13 @@ def _load(path: str) -> Any:
         return json.load(fh) if path.endswith(".json") else yaml.safe_load(fh)
 
 
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, float]:
+def numeric_metrics(d: dict[str, Any]) -> dict[str, float]:
     """Numeric leaves of an eval.json as {"realism/valid_rate": ...} (nulls, strings and ``n`` left out)."""
-    out: dict[str, float] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}/"))
-        elif isinstance(v, int | float) and not isinstance(v, bool) and k != "n":
-            out[f"{prefix}{k}"] = float(v)
-    return out
+    return {
+        k: float(v)
+        for k, v in flatten(d).items()
+        if isinstance(v, int | float) and not isinstance(v, bool) and k.rsplit("/", 1)[-1] != "n"
+    }
 
 
 def lookup(cfg: Any, dotted: str) -> str:
@@ -67,7 +67,7 @@ def read_job(job_dir: str) -> dict[str, Any]:
         _load(os.path.join(job_dir, "error.json")),
     )
     if result is not None:
-        job["metrics"] = flatten(result)
+        job["metrics"] = numeric_metrics(result)
         job["prompt"] = job["prompt"] or result.get("prompt")
     elif err is not None:
         first = (str(err.get("message", "")).strip().splitlines() or [""])[0]

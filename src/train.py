@@ -20,6 +20,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from src.utils.dicts import flatten
 from src.utils.errors import claim_output_dir, run_task
 from src.utils.loggers import quiet_library_logs, scrub_secrets
 
@@ -202,16 +203,6 @@ def final_eval(cfg: DictConfig, module: Any, datamodule: Any, loggers: list) -> 
         json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, default=str),
     )
     return flat
-
-
-def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(flatten(v, f"{prefix}{k}/"))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.losses.base import StepContext
 from src.module import add_clip_features, encode_prompt
 from src.toyworld.attributes import counterfactual, sample_attributes
+from src.toyworld.metrics import ToyfacesEvaluator
 from src.toyworld.render import render_batch
 from src.utils.errors import run_task
 from src.utils.loggers import quiet_library_logs
@@ -31,15 +32,8 @@ log = logging.getLogger("cfclip")
 
 
 def edit_target(cfg: DictConfig) -> tuple[str, str]:
-    """(attribute, value) the oracle checks for the configured prompt, with a clear error if there is none."""
-    edits = cfg.domain.get("edits") or {}
-    name = cfg.prompt.name
-    if name not in edits:
-        raise ValueError(
-            f"the probe needs a domain with ground-truth edits: prompt {name!r} is not in domain.edits "
-            f"({sorted(edits)}); use domain=toyfaces and one of its prompts"
-        )
-    attribute, value = edits[name]
+    """(attribute, value) the oracle checks for the configured prompt (the evaluator's own lookup and error)."""
+    attribute, value = ToyfacesEvaluator(cfg.domain.get("edits") or {}).target(cfg.prompt.name)
     return str(attribute), str(value)
 
 
