@@ -44,8 +44,10 @@ def test_user_command_composes(tmp_path):
     cfg = compose_train(["loss=clip_nce", "aug=perspective", "prompt=elf_ears"], tmp_path)
     assert cfg.loss.terms.clip_nce.weight == 0.3
     assert cfg.aug.num_views == 8
-    # toyfaces warps less than the official 0.5 (conf/domain/toyfaces.yaml); real domains keep 0.5
-    assert cfg.aug.transform.distortion == cfg.domain.perspective_distortion < 0.5
+    # the warp is the domain's knob (conf/domain/toyfaces.yaml: the official 0.5 since the robust toy CLIP)
+    assert cfg.aug.transform.distortion == cfg.domain.perspective_distortion == 0.5
+    milder = compose_train(["domain.perspective_distortion=0.25"], tmp_path)
+    assert milder.aug.transform.distortion == 0.25
     assert cfg.domain.name == "toyfaces"  # the embedded default world, in its own words
     assert cfg.prompt.target == "face with elf ears"
     tiny = compose_train(["domain=tiny", "prompt=elf_ears"], tmp_path)

@@ -13,18 +13,23 @@ from tests.conftest import compose_train
 
 def test_candidates_repaint_only_the_target_part():
     x, cands = candidates("lip_color", "green", n=4, seed=0, tints=[0.2])
-    assert set(cands) == {"no edit", "ideal", "half-way ideal", "tint 0.2"}
+    assert set(cands) == {"no edit", "ideal", "half-way ideal", "tint 0.2", "iris_color=green"}
     changed = (cands["ideal"] - x).abs().amax(1) > 0.05  # (n, H, W)
     frac = changed.float().mean().item()
     assert 0 < frac < 0.1, f"the ideal green-lips edit should repaint a small part, got {frac:.3f}"
     green = cands["tint 0.2"] - x  # the tint moves every pixel toward green
     assert green[:, 1].mean() > green[:, 0].mean() and green[:, 1].mean() > green[:, 2].mean()
     torch.testing.assert_close(cands["half-way ideal"], 0.5 * (x + cands["ideal"]))
+    # the wrong part: green irises, lips untouched (they differ from the ideal where the ideal repaints)
+    wrong = (cands["iris_color=green"] - x).abs().amax(1) > 0.05
+    assert wrong.any() and not (wrong & changed).any()
+    # purple exists on eyebrows only: no wrong-part candidate
+    assert not any("=" in k for k in candidates("eyebrow_color", "purple", n=2, seed=0, tints=[])[1])
 
 
 def test_probe_json_without_augmentation_prefers_the_ideal_edit(tmp_path):
     """Measured on the shipped toy CLIP: with one unaugmented view CLIP-NCE scores the ideal green lips far
-    below a whole-image green tint (about 0.03 vs 0.31 at n=32)."""
+    below a whole-image green tint and green eyes (about 0.02 vs 0.29 and 0.44 at n=32)."""
     cfg = compose_train(
         ["prompt=green_lipstick", "aug=none", "probe.n=8", "probe.tints=[0.2]"], tmp_path, "probe"
     )
@@ -33,10 +38,10 @@ def test_probe_json_without_augmentation_prefers_the_ideal_edit(tmp_path):
     assert saved == json.loads(json.dumps(out))
     assert out["target"] == "lip_color:green" and out["n"] == 8
     losses = out["losses"]
-    assert set(losses) == {"no edit", "ideal", "half-way ideal", "tint 0.2"}
+    assert set(losses) == {"no edit", "ideal", "half-way ideal", "tint 0.2", "iris_color=green"}
     assert set(losses["ideal"]) == {"total", "clip_nce", "latent_l2"}
     assert losses["ideal"]["latent_l2"] == 0.0  # image candidates have no latents
-    assert losses["ideal"]["total"] < losses["tint 0.2"]["total"]
+    assert losses["ideal"]["total"] < min(losses["tint 0.2"]["total"], losses["iris_color=green"]["total"])
     assert out["ideal_beats_shortcuts"] and out["best"] == "ideal"
 
 

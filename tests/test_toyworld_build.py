@@ -163,3 +163,26 @@ def test_tune_rates_parse_and_bad_keys_fail_early():
 
     with pytest.raises(KeyError, match="unknown counterfactual key"):
         train_autoencoder(1, 2, tune_steps=1, tune_rates={"ears:square": 0.5}, pool_size=4, progress=False)
+
+
+def test_robust_clip_views_warp_half_the_batch_and_cast_colours_reproducibly():
+    from src.augment import perspective
+    from src.toyworld.training import robust_views
+
+    x = torch.rand(6, 3, 16, 16) * 1.8 - 1  # below 0.8: a gain up to 1.1 never clips
+    a = robust_views(x, torch.Generator().manual_seed(0), perspective(0.5), 0.1)
+    b = robust_views(x, torch.Generator().manual_seed(0), perspective(0.5), 0.1)
+    assert torch.equal(a, b) and a.shape == x.shape and a.abs().max() <= 1
+    # colour only: every pixel of an image scaled by the same per-channel gain within 1 +- 0.1
+    c = robust_views(x, torch.Generator().manual_seed(0), None, 0.1)
+    gain = (c + 1) / (x + 1)
+    spread = gain.flatten(2).amax(-1) - gain.flatten(2).amin(-1)
+    assert spread.max() < 1e-4 and ((gain - 1).abs() <= 0.1 + 1e-5).all() and not torch.allclose(c, x)
+    # local casts (4 x 4 grid): the gain varies across an image, still within 1 +- 0.1
+    e = robust_views(x, torch.Generator().manual_seed(0), None, 0.1, colour_grid=4)
+    local = (e + 1) / (x + 1)
+    assert (local.flatten(2).amax(-1) - local.flatten(2).amin(-1)).min() > 1e-3
+    assert ((local - 1).abs() <= 0.1 + 1e-5).all()
+    # warp only: the second half of the batch is untouched, the first half moved
+    d = robust_views(x, torch.Generator().manual_seed(0), perspective(0.5), 0.0)
+    assert torch.equal(d[3:], x[3:]) and not torch.allclose(d[:3], x[:3])

@@ -1,8 +1,9 @@
 """Loss probe: does a loss + augmentation config rank the ideal edit above the shortcuts a mapper may take?
 
 ``python -m src.toyworld.probe prompt=green_lipstick aug.transform.distortion=0.25`` renders toyfaces faces,
-the ideal counterfactual of the prompt (the same face with only the target attribute changed), a half-way edit
-and whole-image tints toward the colour the ideal edit paints, then scores each with the configured CLIP loss
+the ideal counterfactual of the prompt (the same face with only the target attribute changed), a half-way edit,
+whole-image tints toward the colour the ideal edit paints and the colour on the wrong part (green eyes for green
+lipstick: the colour-part binding a weak CLIP lacks), then scores each with the configured CLIP loss
 terms exactly as a training step would (same augmentation, same cached text features). No training, ~1 min.
 A loss that scores a tint below the ideal will train a tint: the probe tells before a sweep does.
 """
@@ -22,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.losses.base import StepContext
 from src.module import add_clip_features, encode_prompt
-from src.toyworld.attributes import counterfactual, sample_attributes
+from src.toyworld.attributes import SCHEMA, counterfactual, sample_attributes
 from src.toyworld.metrics import ToyfacesEvaluator
 from src.toyworld.render import render_batch
 from src.utils.errors import run_task
@@ -40,7 +41,8 @@ def edit_target(cfg: DictConfig) -> tuple[str, str]:
 def candidates(
     attribute: str, value: str, n: int, seed: int, tints: list[float]
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Source renders (n, 3, H, W) and the candidate edits: ideal, half-way, and tints of the ideal's colour."""
+    """Source renders (n, 3, H, W) and the candidate edits: ideal, half-way, tints of the ideal's colour, and
+    ``"<attribute>=<value>"``: the target value on every other attribute that has it (the wrong part)."""
     rng = np.random.default_rng(seed)
     attrs = [sample_attributes(rng) for _ in range(n)]
     seeds = [int(s) for s in rng.integers(0, 2**31 - 1, size=n)]
@@ -52,6 +54,9 @@ def candidates(
         colour = (ideal * changed).sum((0, 2, 3)) / changed.sum()  # (3,) mean colour painted by the ideal
         for a in tints:
             out[f"tint {a:g}"] = (1 - a) * x + a * colour.view(1, 3, 1, 1)
+    for other, spec in SCHEMA.items():
+        if other != attribute and value in spec.values:
+            out[f"{other}={value}"] = render_batch([a.replace(**{other: value}) for a in attrs], seeds)
     return x, out
 
 
@@ -75,7 +80,7 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
         results[name] = {"total": float(total), **{k: float(v) for k, v in parts.items()}}
         log.info("%-16s %s", name, " ".join(f"{k} {v:.4f}" for k, v in results[name].items()))
     best = min(results, key=lambda k: results[k]["total"])
-    shortcuts = {k: v["total"] for k, v in results.items() if k.startswith("tint") or k == "no edit"}
+    shortcuts = {k: v["total"] for k, v in results.items() if k not in ("ideal", "half-way ideal")}
     return {
         "prompt": prompt.name,
         "target": f"{attribute}:{value}",
