@@ -76,7 +76,11 @@ class CFCLIPModule(pl.LightningModule):
     @property
     def text_features(self) -> TextFeatures:
         return TextFeatures(
-            self.text_target, self.text_source, self.text_target_templates, self.text_source_templates
+            self.text_target,
+            self.text_source,
+            self.text_target_templates,
+            self.text_source_templates,
+            self.text_negative_templates,
         )
 
     # ---- the step ------------------------------------------------------------------------------------------
@@ -157,12 +161,16 @@ class CFCLIPModule(pl.LightningModule):
 
 @torch.no_grad()
 def encode_prompt(clip: nn.Module, prompt: Prompt) -> TextFeatures:
-    """The prompt's normalised text features: plain target/source and every template of each."""
+    """The prompt's normalised text features: plain target/source and every template of each (and of every
+    negative: (0, E) without negatives)."""
+    target_templates = clip.encode_text(prompt.with_templates(prompt.target))
+    negatives = [t for text in prompt.negatives for t in prompt.with_templates(text)]
     return TextFeatures(
         target=clip.encode_text([prompt.target])[0],
         source=clip.encode_text([prompt.source])[0],
-        target_templates=clip.encode_text(prompt.with_templates(prompt.target)),
+        target_templates=target_templates,
         source_templates=clip.encode_text(prompt.with_templates(prompt.source)),
+        negative_templates=clip.encode_text(negatives) if negatives else target_templates[:0],
     )
 
 

@@ -137,6 +137,16 @@ def test_prompt_longer_than_clip_context_is_an_error(fast_cfg, capsys):
     )
 
 
+def test_bad_negative_prompts_are_errors(fast_cfg, capsys):
+    base = ("prompt=custom", "prompt.target=beard")
+    fails_with(fast_cfg(*base, "prompt.negatives=['  ']"), capsys, "the negative prompt is empty")
+    long = " ".join(["green"] * 90)
+    fails_with(
+        fast_cfg(*base, f"prompt.negatives=['{long}']"), capsys, "the limit is 77. Shorten the prompt."
+    )
+    fails_with(fast_cfg(*base, "prompt.negatives=green"), capsys, "must be a list of texts")
+
+
 # ---- configuration (Hydra's own messages) ------------------------------------------------------------------
 def test_unknown_config_key_and_group_option(tmp_path):
     res = cli(["trainer.max_stepz=3"], tmp_path)

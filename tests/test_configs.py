@@ -48,6 +48,14 @@ def test_user_command_composes(tmp_path):
     assert cfg.aug.transform.distortion == cfg.domain.perspective_distortion == 0.5
     milder = compose_train(["domain.perspective_distortion=0.25"], tmp_path)
     assert milder.aug.transform.distortion == 0.25
+    # negative prompts come from the domain, per prompt; the ablations run the paper's method without them
+    assert list(compose_train(["prompt=green_lipstick"], tmp_path).prompt.negatives) == [
+        "face with green eyes"
+    ]
+    assert list(cfg.prompt.negatives) == []
+    for study in ("ablation_loss", "ablation_aug", "ablation_tem"):
+        sweep = compose_train([f"experiment={study}", "prompt=green_lipstick"], tmp_path)
+        assert list(sweep.prompt.negatives) == [] and sweep.domain.perspective_distortion == 0.5
     assert cfg.domain.name == "toyfaces"  # the embedded default world, in its own words
     assert cfg.prompt.target == "face with elf ears"
     tiny = compose_train(["domain=tiny", "prompt=elf_ears"], tmp_path)

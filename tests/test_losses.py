@@ -113,6 +113,41 @@ def test_clip_nce_term_builds_official_positives_and_negatives():
     assert CLIPNCELoss(negatives_from="first_image")(ctx).item() != pytest.approx(term(ctx).item(), rel=1e-4)
 
 
+def test_clip_nce_prompt_negatives_join_the_source_negatives():
+    """prompt.negatives: each negative text (in every template) is one more negative per query; an edit that
+    moves toward a negative costs more than the same edit without it, and an empty set changes nothing."""
+    torch.manual_seed(2)
+    B, K, T, E = 2, 3, 4, 8
+    src = F.normalize(torch.randn(B, E), dim=-1)
+    tt, st, nt = (F.normalize(torch.randn(T, E), dim=-1) for _ in range(3))
+    toward_negative = F.normalize(src[:, None] + 0.5 * nt.mean(0), dim=-1).expand(-1, K, -1)
+    feats = dict(
+        src_features=src, view_features=toward_negative, src_view_features=src[:, None].expand(-1, K, -1)
+    )
+    term = CLIPNCELoss(temperature=0.1)
+    plain = term(ctx_with(text=text_features(tt[0], st[0], tt, st), **feats))
+    empty = term(ctx_with(text=TextFeatures(tt[0], st[0], tt, st, nt[:0]), **feats))
+    with_neg = term(ctx_with(text=TextFeatures(tt[0], st[0], tt, st, nt), **feats))
+    assert empty.item() == pytest.approx(plain.item(), rel=1e-6)
+    assert with_neg > plain
+    # reference for one query: negatives = source templates then negative templates
+    q = F.normalize(toward_negative[0, 0] - src[0], dim=-1)
+    negs = torch.cat([F.normalize(st - src[0], dim=-1), F.normalize(nt - src[0], dim=-1)])
+    p1 = F.normalize(tt.mean(0) - st.mean(0), dim=-1)
+    logits = torch.cat([(q @ p1)[None], negs @ q]) / 0.1
+    ref = F.cross_entropy(logits[None], torch.zeros(1, dtype=torch.long))
+    p2 = F.normalize(tt.mean(0) - src[0], dim=-1)
+    logits2 = torch.cat([(q @ p2)[None], negs @ q]) / 0.1
+    ref2 = F.cross_entropy(logits2[None], torch.zeros(1, dtype=torch.long))
+    one = term(
+        ctx_with(
+            text=TextFeatures(tt[0], st[0], tt, st, nt),
+            **{k: v[:1, :1] if v.ndim == 3 else v[:1] for k, v in feats.items()},
+        )
+    )
+    assert one.item() == pytest.approx(((ref + ref2) / 2).item(), rel=1e-5)
+
+
 def test_clip_nce_decreases_when_views_move_along_the_text_direction():
     torch.manual_seed(1)
     E, T = 8, 5

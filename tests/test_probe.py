@@ -29,7 +29,8 @@ def test_candidates_repaint_only_the_target_part():
 
 def test_probe_json_without_augmentation_prefers_the_ideal_edit(tmp_path):
     """Measured on the shipped toy CLIP: with one unaugmented view CLIP-NCE scores the ideal green lips far
-    below a whole-image green tint and green eyes (about 0.02 vs 0.29 and 0.44 at n=32)."""
+    below a whole-image green tint and green eyes (about 0.05 vs 0.59 and 1.06 at n=32, with the negative
+    prompt "face with green eyes" of the toyfaces domain)."""
     cfg = compose_train(
         ["prompt=green_lipstick", "aug=none", "probe.n=8", "probe.tints=[0.2]"], tmp_path, "probe"
     )

@@ -36,16 +36,23 @@ def check_text(text: str, what: str) -> str:
 
 @dataclass
 class Prompt:
-    """An edit request: move images of ``source`` ("face") toward ``target`` ("elf ears")."""
+    """An edit request: move images of ``source`` ("face") toward ``target`` ("elf ears").
+
+    ``negatives``: texts the edit must not move toward ("face with green eyes" for green lipstick), extra
+    negatives of the CLIP-NCE loss (other losses ignore them)."""
 
     target: str
     source: str
     templates: list[str] = field(default_factory=lambda: load_templates("imagenet"))
     name: str = ""
+    negatives: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.target = check_text(self.target, "target prompt")
         self.source = check_text(self.source, "source text")
+        if isinstance(self.negatives, str):
+            raise ValueError(f"prompt.negatives must be a list of texts, got the string {self.negatives!r}")
+        self.negatives = [check_text(n, "negative prompt") for n in (self.negatives or [])]
         if isinstance(self.templates, str):
             self.templates = load_templates(self.templates)
         self.name = self.name or self.target.replace(" ", "_")

@@ -26,11 +26,10 @@ class TextFeatures:
     source: torch.Tensor  # (E,) source text ("face")
     target_templates: torch.Tensor  # (T, E) target text in every template ("a photo of a {}.")
     source_templates: torch.Tensor  # (T, E)
+    negative_templates: torch.Tensor | None = None  # (N*T, E) the prompt's negatives in every template
 
     def to(self, device: torch.device | str) -> TextFeatures:
-        return TextFeatures(
-            *(t.to(device) for t in (self.target, self.source, self.target_templates, self.source_templates))
-        )
+        return TextFeatures(*(None if t is None else t.to(device) for t in vars(self).values()))
 
 
 @dataclass

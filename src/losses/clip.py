@@ -54,7 +54,8 @@ class CLIPNCELoss(LossTerm):
     """CF-CLIP's contrastive loss on K augmented views (tau 0.1, official weight 0.3).
 
     query q_k = n(E_I(aug_k(x_hat)) - E_I(x)); positives p1 = n(mean_t T(target) - mean_t T(source)) and
-    p2 = n(mean_t T(target) - E_I(x)); negatives n_t = n(T_t(source) - E_I(x)) for every template t.
+    p2 = n(mean_t T(target) - E_I(x)); negatives n_t = n(T_t(source) - E_I(x)) for every template t, plus
+    n(T_t(negative) - E_I(x)) for every negative text of the prompt (``prompt.negatives``; not in the paper).
     ``form="official"``: one cross-entropy per positive over [positive, negatives] (what the authors' code
     does, confirmed by them). ``form="paper"``: both positives share one denominator, as the paper's equation.
     ``negatives_from="first_image"`` reproduces the official bug of using only the batch's first source image.
@@ -87,6 +88,9 @@ class CLIPNCELoss(LossTerm):
         pos2 = normalize(tgt_mean - src)  # (B, E)
         neg_src = src[:1].expand_as(src) if self.negatives_from == "first_image" else src
         negs = normalize(t.source_templates[None] - neg_src[:, None])  # (B, T, E)
+        if t.negative_templates is not None and len(t.negative_templates):
+            extra = normalize(t.negative_templates[None] - neg_src[:, None])  # (B, N*T, E)
+            negs = torch.cat([negs, extra], dim=1)
         return clip_nce(query, torch.stack([pos1, pos2], dim=1), negs, self.temperature, self.form)
 
 
