@@ -169,7 +169,8 @@ def test_robust_clip_views_warp_half_the_batch_and_cast_colours_reproducibly():
     from src.augment import perspective
     from src.toyworld.training import robust_views
 
-    x = torch.rand(6, 3, 16, 16) * 1.8 - 1  # below 0.8: a gain up to 1.1 never clips
+    # in [-0.8, 0.8]: a gain up to 1.1 never clips, and x + 1 stays far from 0 for the gain ratios below
+    x = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 1.6 - 0.8
     a = robust_views(x, torch.Generator().manual_seed(0), perspective(0.5), 0.1)
     b = robust_views(x, torch.Generator().manual_seed(0), perspective(0.5), 0.1)
     assert torch.equal(a, b) and a.shape == x.shape and a.abs().max() <= 1

@@ -54,9 +54,8 @@ class BuildConfig:
     num_test_latents: int = 200
     report_size: int = 400  # held-out renders per report metric
     reach_faces: int = 16  # test faces per counterfactual value in the reachability check
-    reach_steps: int = (
-        200  # Adam steps of the latent optimisation (60 read pointed ears as 0.56, 300 as 0.88)
-    )
+    # Adam steps of the reachability latent optimisation (60 read pointed ears as 0.56, 300 as 0.88)
+    reach_steps: int = 200
     sampler_rank: int = 64
 
     @classmethod

@@ -230,7 +230,8 @@ def train_clip(
 
     ``robust_steps`` more steps (lr 20% -> 5%) then train on views the captions do not describe: half of each
     batch warped by a random perspective (up to ``robust_perspective``, the method's own views) and every
-    image under a random colour cast (per-channel gain 1 +- ``robust_colour``). Real CLIP saw such variation
+    image under a random colour cast (per-channel gain 1 +- ``robust_colour`` on a ``robust_colour_grid``
+    grid, see ``robust_views``). Real CLIP saw such variation
     on the web; without it the toy CLIP reads a faint whole-face tint as "green lipstick".
     """
     torch.manual_seed(seed)
