@@ -6,10 +6,10 @@
 
 Photo path: detect the face and its 5 landmarks (facenet-pytorch MTCNN), align it FFHQ-style
 (``src.align``), invert it into W+ (``src.invert``: optimisation with LPIPS + L2 and noise regularisation;
-the toyfaces world uses its encoder; or the user's own e4e latents via ``latents=``), then apply each
-checkpoint's mapper (for each prompt, with the edit step scaled by ``strength``). Writes ``edit_grid.png``
-(one row per input: source | aligned | inverted | edited per prompt), the aligned crops and ``latents.pt``
-(source and edited W+ codes, noise maps) into the run dir.
+the toyfaces world uses its encoder, then 50 steps of pixel-L2 refinement; or the user's own e4e latents via
+``latents=``), then apply each checkpoint's mapper (for each prompt, with the edit step scaled by
+``strength``). Writes ``edit_grid.png`` (one row per input: source | aligned | inverted | edited per prompt),
+the aligned crops and ``latents.pt`` (source and edited W+ codes, noise maps) into the run dir.
 """
 
 from __future__ import annotations
@@ -227,6 +227,12 @@ def invert_images(
         )
         with torch.no_grad():
             w = inverter(x)
+        steps = int(cfg.get("refine_steps") or 0)
+        if steps > 0:  # the world's own inversion: encoder, then W+ optimisation (as its latent datasets)
+            from src.toyworld.training import refine
+
+            w = refine(gen, aligned, w, steps, lr=float(cfg.get("refine_lr") or 0.03))
+        with torch.no_grad():
             return w, None, gen.synthesis(w)
     if method != "optimize":
         raise ValueError(f"invert.method must be auto, optimize or encoder, got {method!r}")

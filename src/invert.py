@@ -145,7 +145,7 @@ def invert(
         if noises is not None and noise_weight > 0:
             loss = loss + noise_weight * noise_regularize(noises)
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward(inputs=params)  # only the latents (and noise maps): no gradients for the generator
         opt.step()
         if noises is not None:
             noise_normalize_(noises)

@@ -146,6 +146,13 @@ def test_toyfaces_runs_use_the_world_encoder(monkeypatch):
     w, noises, img = invert_images(cfg, module, run_cfg, torch.rand(2, 3, 32, 32) * 2 - 1, None)
     assert seen["shape"] == (2, 3, 64, 64)  # images resized to the encoder's 64 px
     assert w.shape == (2, gen.n_latent, 64) and noises is None and img.shape == (2, 3, 32, 32)
+    aligned = torch.rand(2, 3, 32, 32) * 2 - 1
+    cfg = OmegaConf.create({"method": "encoder", "refine_steps": 5})
+    w_enc, _, img_enc = invert_images(OmegaConf.create({"method": "encoder"}), module, run_cfg, aligned, None)
+    w_ref, _, img_ref = invert_images(cfg, module, run_cfg, aligned, None)
+    # the refinement starts from the encoder's latents and fits the image better
+    assert (img_ref - aligned).pow(2).mean() < (img_enc - aligned).pow(2).mean()
+    assert 0 < (w_ref - w_enc).abs().max() < 1.0
     with pytest.raises(ValueError, match="only the toyfaces domain"):
         invert_images(
             OmegaConf.create({"method": "encoder"}),

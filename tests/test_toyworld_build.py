@@ -35,6 +35,7 @@ REPORT_KEYS = {
     "oracle_clean_acc",
     "random_valid_rate",
     "reachability",
+    "recon_psnr_db_encoder",
 }
 
 
@@ -163,6 +164,54 @@ def test_tune_rates_parse_and_bad_keys_fail_early():
 
     with pytest.raises(KeyError, match="unknown counterfactual key"):
         train_autoencoder(1, 2, tune_steps=1, tune_rates={"ears:square": 0.5}, pool_size=4, progress=False)
+
+
+def test_autoencoder_lr_phases_main_tune_then_polish_to_zero():
+    from src.toyworld.training import autoencoder_lr
+
+    lrs = [autoencoder_lr(s, 100, 20, 50) for s in range(170)]
+    assert lrs[4] == 1.0 and abs(lrs[99] - 0.05) < 1e-3  # warm-up 5 steps, cosine down to 5%
+    assert set(lrs[100:120]) == {0.25}  # tuning: flat
+    polish = lrs[120:]
+    assert polish[0] == 0.25 and all(a > b for a, b in zip(polish, polish[1:])) and polish[-1] < 1e-3
+
+
+def test_refine_brings_latents_closer_to_the_render_without_touching_the_generator():
+    from src.toyworld.models import build_generator
+    from src.toyworld.training import psnr_db, refine
+
+    gen = build_generator(0).eval()  # trainable weights on purpose: refine must not give them gradients
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        w_true = gen.mapping(torch.randn(4, gen.style_dim, generator=g))[:, None].repeat(1, gen.n_latent, 1)
+        x = gen.synthesis(w_true)  # (4, 3, 64, 64): renders the generator can reproduce exactly
+        w0 = w_true + 0.5 * w_true.std() * torch.randn(w_true.shape, generator=g)
+    lines: list[str] = []
+    w = refine(gen, x, w0, steps=20, chunk=3, log=lines.append)
+    assert w.shape == w0.shape and refine(gen, x, w0, steps=0) is w0
+    with torch.no_grad():
+        before, after = psnr_db(gen.synthesis(w0), x).mean(), psnr_db(gen.synthesis(w), x).mean()
+    assert after > before + 1.0, (before, after)
+    assert all(p.grad is None for p in gen.parameters())
+    assert len(lines) == 2 and lines[-1].startswith("[refine] 4/4: PSNR")
+
+
+def test_refine_resumes_from_its_chunk_cache(tmp_path):
+    from src.toyworld.models import build_generator
+    from src.toyworld.training import refine
+
+    gen = build_generator(0).eval().requires_grad_(False)
+    x = torch.zeros(3, 3, 64, 64)
+    w0 = torch.randn(3, gen.n_latent, gen.style_dim, generator=torch.Generator().manual_seed(1))
+    cache = tmp_path / "latents.test.resume.pt"
+    key = {"n": 3, "steps": 2, "lr": 0.03, "chunk": 2}
+    torch.save({"key": key, "chunks": [torch.full((2, gen.n_latent, gen.style_dim), 7.0)]}, cache)
+    lines: list[str] = []
+    w = refine(gen, x, w0, steps=2, chunk=2, log=lines.append, cache=str(cache))
+    assert (w[:2] == 7.0).all() and not (w[2] == 7.0).any()  # chunk 1 from the cache, chunk 2 computed
+    assert "1 chunks done" in lines[0] and not cache.exists()  # deleted once complete
+    torch.save({"key": {**key, "steps": 3}, "chunks": [torch.zeros(2, 1)]}, cache)  # another config: ignored
+    assert refine(gen, x, w0, steps=2, chunk=2, cache=str(cache)).shape == w0.shape
 
 
 def test_robust_clip_views_warp_half_the_batch_and_cast_colours_reproducibly():

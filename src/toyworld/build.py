@@ -1,8 +1,9 @@
 """Build the toyfaces world from nothing but the renderer: ``python -m src.toyworld.build [--smoke]``.
 
 Stages (each resumable; finished stages are skipped): oracle -> clip -> autoencoder (toy StyleGAN2 +
-inverter) -> latents (inverted natural renders, random-latent sampler) -> report -> export (fp16 assets,
-manifest with sha256). ``--smoke`` runs every stage for a few steps in seconds (tests use it).
+inverter) -> latents (natural renders inverted by the inverter + a few steps of W+ optimisation; a
+random-latent sampler) -> report -> export (fp16 assets, manifest with sha256). ``--smoke`` runs every stage
+for a few steps in seconds (tests use it).
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ class BuildConfig:
     ae_part_weight: float = 4.0  # extra pixel-loss weight on ears, irises, eyebrows and lips
     ae_tune_steps: int = 480  # then this many steps at 25% lr with the values of ae_tune_rates more common
     ae_tune_rates: str = "ears:pointed=0.25,eyebrow_color:purple=0.1"
+    ae_polish_steps: int = 3000  # then this many on the tuning renders, lr annealed from 25% to 0
+    # per-image W+ optimisation after the inverter, for the latent datasets and the report (0: encoder only)
+    invert_refine_steps: int = 50
+    invert_refine_lr: float = 0.03
     counterfactual_rate: float = 0.04  # per counterfactual value in the generator's training renders
     num_train_latents: int = 1000
     num_test_latents: int = 200
@@ -68,6 +73,8 @@ class BuildConfig:
             clip_batch=8,
             ae_steps=3,
             ae_tune_steps=2,
+            ae_polish_steps=2,
+            invert_refine_steps=2,
             ae_batch=4,
             num_train_latents=8,
             pool_size=64,
@@ -165,6 +172,7 @@ class Builder:
             part_weight=c.ae_part_weight,
             tune_steps=c.ae_tune_steps,
             tune_rates=parse_rates(c.ae_tune_rates),
+            polish_steps=c.ae_polish_steps,
             pool_size=c.pool_size,
             resume_path=str(self.path("autoencoder.resume.pt")),
             progress=self.progress,
@@ -180,11 +188,11 @@ class Builder:
         gen.load_state_dict(state["generator"])
         inv = Inverter(gen.n_latent, gen.style_dim)
         inv.load_state_dict(state["inverter"])
-        return gen.eval(), inv.eval()
+        return gen.eval().requires_grad_(False), inv.eval().requires_grad_(False)  # frozen from here on
 
     def stage_latents(self) -> None:
         """Inverted natural renders (no counterfactual value) for mapper training and testing + a sampler."""
-        from src.toyworld.training import invert
+        from src.toyworld.training import invert, refine
 
         c = self.cfg
         gen, inv = self.load_autoencoder()
@@ -194,7 +202,12 @@ class Builder:
             ("test", c.num_test_latents, c.seed + 2),
         ):
             attrs, seeds = scenes(n, seed, natural=True, rate=0.0)
-            out[split] = invert(inv, render_batch(attrs, seeds))
+            x = render_batch(attrs, seeds)
+            w = invert(inv, x)
+            cache = str(self.path(f"latents.{split}.resume.pt"))
+            out[split] = refine(
+                gen, x, w, c.invert_refine_steps, c.invert_refine_lr, log=self.log, cache=cache
+            )
             out[f"{split}_labels"] = torch.from_numpy(np.stack([a.encode() for a in attrs]))
             out[f"{split}_seeds"] = torch.tensor(seeds, dtype=torch.int64)
             self.log(f"[latents] {split}: {tuple(out[split].shape)}")
@@ -240,7 +253,7 @@ class Builder:
                 self.log(f"[{stage}] done already (in {self.work}); skipping")
                 continue
             if force:
-                for stale in self.work.glob(f"{stage}.resume.pt"):
+                for stale in self.work.glob(f"{stage}.*resume.pt"):  # also latents.<split>.resume.pt
                     stale.unlink()
             self.log(f"[{stage}] starting")
             t0 = time.perf_counter()
