@@ -9,16 +9,14 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from src.models.legacy import Record, nvidia_to_rosinality, read_network_pickle, record_state_dict
-from src.models.weights import WeightsError
+from src.models.weights import WeightsError, save_atomic
 
 
 def _find_attr(obj: Record, name: str) -> Any:
@@ -67,19 +65,6 @@ def check_loads(ckpt: dict) -> None:
         g.load_state_dict(ckpt["g_ema"], strict=True, assign=True)
     except RuntimeError as err:
         raise WeightsError(f"converted weights do not fit our Generator: {str(err)[:500]}") from err
-
-
-def save_atomic(obj: object, out: Path) -> None:
-    """torch.save to a temporary file next to ``out``, then rename: ``out`` is complete or absent."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def convert(src: str | Path, dst: str | Path, key: str = "G_ema", overwrite: bool = False) -> dict:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,3 +299,16 @@ def load_state_dict(path: str | os.PathLike, what: str = "weights", key: str | N
     if not isinstance(obj, dict):
         raise WeightsError(f"{what}: {path} holds a {type(obj).__name__}, expected a state dict.")
     return obj
+
+
+def save_atomic(obj: object, out: Path) -> None:
+    """torch.save to a temporary file next to ``out``, then rename: ``out`` is complete or absent."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

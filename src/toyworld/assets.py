@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from src.models.weights import WeightsError, load_checkpoint
+from src.models.weights import WeightsError, load_checkpoint, save_atomic
 
 ASSET_DIR = Path(__file__).parent / "assets"
 CLIP_NAME = "toyfaces-clip"
@@ -171,9 +171,7 @@ def latent_file(split: str, asset_dir: str | None = None) -> str:
     cache.mkdir(parents=True, exist_ok=True)
     path = cache / f"{split}_latents.pt"
     if not path.is_file():
-        tmp = path.with_suffix(".tmp")
-        torch.save(load_latents(split, str(directory))["latents"].contiguous(), tmp)
-        tmp.replace(path)
+        save_atomic(load_latents(split, str(directory))["latents"].contiguous(), path)
     return str(path)
 
 

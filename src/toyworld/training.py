@@ -10,12 +10,14 @@ import math
 import os
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.models.weights import save_atomic
 from src.toyworld.attributes import COUNTERFACTUAL_VALUES, SCHEMA, counterfactual_rates, uniform_rates
 from src.toyworld.captions import caption, hard_negative_captions
 from src.toyworld.models import Inverter, build_generator
@@ -92,9 +94,7 @@ class Resumable:
             return
         state = {name: obj.state_dict() for name, obj in self.objects.items()}
         state.update(step=step, torch_rng=torch.get_rng_state())
-        tmp = self.path + ".tmp"
-        torch.save(state, tmp)
-        os.replace(tmp, self.path)  # atomic: a kill never leaves a half-written checkpoint
+        save_atomic(state, Path(self.path))  # a kill never leaves a half-written checkpoint
         self.last = time.perf_counter()
 
 
@@ -228,8 +228,7 @@ def refine(
         )
         done.append(r.w)
         if cache:
-            torch.save({"key": key, "chunks": done}, cache + ".tmp")
-            os.replace(cache + ".tmp", cache)  # atomic: a kill keeps the previous chunks
+            save_atomic({"key": key, "chunks": done}, Path(cache))  # a kill keeps the previous chunks
         if log is not None:
             with torch.no_grad():
                 before = psnr_db(gen.synthesis(w0), x).mean().item()
