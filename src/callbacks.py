@@ -1,5 +1,6 @@
 """Callbacks: a source | edited image grid of fixed validation latents (PNG + every logger), and the ground-truth
-metrics curve on domains with an oracle."""
+metrics curve on domains with an oracle. The metrics and the grid come from ``src.evaluation`` (never the
+reverse)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,13 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from torchvision.utils import make_grid, save_image
+from torchvision.utils import save_image
 
+from src.evaluation.generic import edit_test_set
+from src.evaluation.grids import pair_grid
 from src.utils.dicts import flatten
 
 log = logging.getLogger("cfclip")
-
-
-def pair_grid(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tensor:
-    """Two rows, sources over edits: (3, 2H + pad, B W + pad) in [0, 1]."""
-    both = torch.cat([x, x_hat]).clamp(-1, 1).add(1).div(2)
-    return make_grid(both.float().cpu(), nrow=x.shape[0], padding=2, pad_value=1.0)
 
 
 class ImageGridCallback(pl.Callback):
@@ -78,7 +75,14 @@ class OracleCurveCallback(pl.Callback):
     A domain without an evaluator (``evaluator: null``) turns it off.
     """
 
-    KEYS = ("edit_accuracy", "preservation", "leakage", "realism/valid_rate")
+    KEYS = (
+        "faithful_rate",
+        "collateral_psnr",
+        "edit_accuracy",
+        "preservation",
+        "leakage",
+        "realism/valid_rate",
+    )
 
     def __init__(
         self, evaluator: Any | None, every_n_steps: int = 100, num_latents: int = 32, path: str | None = None
@@ -100,8 +104,6 @@ class OracleCurveCallback(pl.Callback):
         latents = self._latents(trainer)
         if self.evaluator is None or latents is None or not trainer.is_global_zero:
             return
-        from src.evaluation import edit_test_set  # evaluation imports this module
-
         was_training = module.training
         # a diagnostic must not change the run: the oracle draws random numbers, so fork the RNG streams
         cuda = [module.device.index or 0] if module.device.type == "cuda" else []

@@ -187,8 +187,8 @@ def make_lpips(cfg: DictConfig, weights_dir: str | None) -> torch.nn.Module | No
         return None
     import lpips
 
+    from src.models.perceptual import LPIPS_BACKBONES, lpips_model
     from src.models.weights import WeightsError
-    from src.real_metrics import LPIPS_BACKBONES, lpips_model
 
     net = str(cfg.lpips_net)
     try:

@@ -15,12 +15,28 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from src.builders import build
-from src.evaluation import evaluate
+from src.evaluation.generic import evaluate
+from src.evaluation.toyfaces import ceiling_table
 from src.models.weights import load_checkpoint
 from src.utils.errors import run_task
 from src.utils.loggers import quiet_library_logs
 
 log = logging.getLogger("cfclip")
+
+
+# evaluators that moved to src.evaluation: run checkpoints written before the move name the old paths
+MOVED_TARGETS = {
+    "src.toyworld.metrics.ToyfacesEvaluator": "src.evaluation.toyfaces.ToyfacesEvaluator",
+    "src.real_metrics.RealEvaluator": "src.evaluation.real.RealEvaluator",
+}
+
+
+def _renamed(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {k: MOVED_TARGETS.get(v, v) if k == "_target_" else _renamed(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_renamed(v) for v in node]
+    return node
 
 
 def load_run(ckpt_path: str) -> tuple[Any, DictConfig, Any]:
@@ -29,7 +45,7 @@ def load_run(ckpt_path: str) -> tuple[Any, DictConfig, Any]:
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not hparams or "domain" not in hparams:
         raise ValueError(f"{ckpt_path} is not a cfclip run checkpoint (no stored run config)")
-    run_cfg = OmegaConf.create(hparams)
+    run_cfg = OmegaConf.create(_renamed(dict(hparams)))
     module, datamodule = build(run_cfg)
     module.load_state_dict(ckpt["state_dict"])
     return module, run_cfg, datamodule
@@ -46,6 +62,11 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     metrics = evaluate(module, run_cfg, latents, cfg.paths.output_dir, cfg.grid_images, cfg.batch_size)
     metrics["ckpt"] = str(cfg.ckpt)
     print(json.dumps(metrics, indent=2))
+    table = ceiling_table(metrics)
+    if table:
+        print(table)
+    if metrics.get("grid"):
+        print(f"grid (source | edit | ideal): {metrics['grid']}")
     return metrics
 
 

@@ -97,7 +97,7 @@ def invert(
 ) -> Inversion:
     """Invert ``target`` (B, 3, H, W) in [-1, 1] at the generator's resolution into W+ (B, L, D).
 
-    ``lpips``: an LPIPS module (``src.real_metrics.lpips_model`` or ``lpips.LPIPS``) used at ``lpips_size``;
+    ``lpips``: an LPIPS module (``src.models.perceptual.lpips_model`` or ``lpips.LPIPS``) used at ``lpips_size``;
     None or ``lpips_weight=0`` inverts with the pixel L2 only.
     """
     if target.ndim != 4 or target.shape[1] != 3 or target.shape[-1] != generator.size:

@@ -183,7 +183,7 @@ def hide_env_secrets(obj: Any, secrets: set[str] | None = None) -> Any:
 
 def final_eval(cfg: DictConfig, module: Any, datamodule: Any, loggers: list) -> dict[str, float]:
     """Run the same evaluation as ``python -m src.eval`` on the test latents and log it as run summary."""
-    from src.evaluation import evaluate
+    from src.evaluation.generic import evaluate
 
     datamodule.setup("test")
     result = evaluate(module, cfg, datamodule.splits["test"], os.path.join(cfg.paths.output_dir, "eval"))
@@ -202,6 +202,12 @@ def final_eval(cfg: DictConfig, module: Any, datamodule: Any, loggers: list) -> 
         result.get("n", 0),
         json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, default=str),
     )
+    from src.evaluation.toyfaces import ceiling_table
+
+    if ceiling_table(result):
+        log.info("%s", ceiling_table(result))
+    if result.get("grid"):
+        log.info("evaluation grid (source | edit | ideal): %s", result["grid"])
     return flat
 
 

@@ -46,7 +46,7 @@ def test_domain_composes(name, tmp_path, monkeypatch):
     else:
         assert d.latents.source == "random" and d.latents.truncation == 0.7
         assert d.regularizers.perceptual.net == "vgg19"
-    assert d.evaluator._target_ == "src.real_metrics.RealEvaluator" and d.evaluator.identity == (
+    assert d.evaluator._target_ == "src.evaluation.real.RealEvaluator" and d.evaluator.identity == (
         name == "ffhq"
     )
 

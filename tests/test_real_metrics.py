@@ -7,9 +7,10 @@ import pytest
 import torch
 from torch import nn
 
+from src.evaluation.real import RealEvaluator
 from src.losses import ConvEmbedder
 from src.models.factory import create_clip
-from src.real_metrics import LPIPS_BACKBONES, RealEvaluator, lpips_model
+from src.models.perceptual import LPIPS_BACKBONES, lpips_model
 
 
 class TinyFeatures(nn.Module):

@@ -43,6 +43,8 @@ def test_short_run_on_shipped_toyfaces_edits_above_the_unedited_baseline(tmp_pat
     assert curve[-1]["oracle/edit_accuracy"] == metrics["eval/edit_accuracy"]
     assert set(curve[0]) == {
         "step",
+        "oracle/faithful_rate",
+        "oracle/collateral_psnr",
         "oracle/edit_accuracy",
         "oracle/preservation",
         "oracle/leakage",
@@ -59,8 +61,8 @@ def test_oracle_curve_leaves_the_training_rng_alone(tmp_path):
     import torch
 
     from src.callbacks import OracleCurveCallback
+    from src.evaluation.toyfaces import ToyfacesEvaluator
     from src.toyworld.assets import load_generator, load_latents
-    from src.toyworld.metrics import ToyfacesEvaluator
 
     generator = load_generator()
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from src.models.weights import WeightsError
 from src.toyworld import assets
@@ -36,6 +37,9 @@ REPORT_KEYS = {
     "random_valid_rate",
     "reachability",
     "recon_psnr_db_encoder",
+    "oracle_rule_agreement",  # the calibrated oracle vs the region rule, per counterfactual value
+    "oracle_rule_agreement_min",
+    "ceilings",  # the ideal-edit metrics of the world's inversion of each ideal edit
 }
 
 
@@ -146,9 +150,60 @@ def test_train_and_eval_on_toyfaces(fast_cfg, smoke_assets, tmp_path):
         timeout=300,
     )
     assert res.returncode == 0, res.stderr[-2000:]
-    printed = json.loads(res.stdout[res.stdout.index("{") :])
+    printed, end = json.JSONDecoder().raw_decode(res.stdout[res.stdout.index("{") :])
     assert printed["edit_accuracy"] == pytest.approx(result["edit_accuracy"])
-    assert (tmp_path / "evalrun" / "eval_grid.png").is_file()
+    assert printed["faithful_rate"] == pytest.approx(result["faithful_rate"])
+    assert printed["ceiling"]["faithful_rate"] is not None  # the smoke build's report holds the ceilings
+    tail = res.stdout[res.stdout.index("{") + end :]
+    assert (
+        "(this run | ceiling)" in tail and "faithful_rate" in tail
+    )  # each metric printed beside its ceiling
+    assert "grid (source | edit | ideal)" in tail
+    grid = Image.open(tmp_path / "evalrun" / "eval_grid.png")
+    assert grid.height >= 3 * 4 * 64  # three rows (source, edit, ideal), enlarged at least 4x
+
+    # the run's checkpoint is a calibration source of the oracle: its edits, labelled by the region rule
+    from src.toyworld.attributes import Attributes
+    from src.toyworld.calibration_set import make_calibration_set
+
+    lat = assets.load_latents("train", str(smoke_assets))
+    cs = make_calibration_set(
+        assets.load_generator(str(smoke_assets)),
+        assets.load_inverter(str(smoke_assets)),
+        lat["latents"],
+        [Attributes.decode(v.numpy()) for v in lat["labels"]],
+        lat["seeds"].tolist(),
+        runs=[[tmp_path / "checkpoints" / "last.ckpt"]],
+        faces_per_source=2,
+        log=lambda _: None,
+    )
+    kinds = (
+        "reconstruction",
+        "perturbed latent",
+        "latent step",
+        "composed",
+        "composed, generated",
+        "mapper edit",
+    )
+    assert set(cs.kinds) == set(kinds) and len(cs) == 2 * (2 + 3 * 8 + 1)
+    assert cs.images.dtype == torch.uint8 and cs.labels.shape == (len(cs), 7)
+    assert {t for t, k in zip(cs.targets, cs.kinds) if k == "mapper edit"} == {("ears", "pointed")}
+    assert {t for t, k in zip(cs.targets, cs.kinds) if k == "reconstruction"} == {None}
+
+
+def test_from_assets_rebuilds_only_the_later_stages(smoke_assets, tmp_path):
+    """--from-assets unpacks shipped assets as finished stages; re-exporting them changes no generator byte."""
+    work, out = tmp_path / "work", tmp_path / "assets"
+    shutil.copytree(smoke_assets, out)
+    assert (
+        build_main(
+            ["--smoke", "--from-assets", "--work", str(work), "--out", str(out), "--stages", "report,export"]
+        )
+        == 0
+    )
+    assert {"oracle.pt", "clip.pt", "autoencoder.pt", "latents.pt"} <= {p.name for p in work.iterdir()}
+    for name in ("generator.pt", "inverter.pt", "latents.pt", "sampler.pt", "oracle.pt", "clip.pt"):
+        assert assets.sha256(out / name) == assets.sha256(smoke_assets / name), name
 
 
 def test_tune_rates_parse_and_bad_keys_fail_early():

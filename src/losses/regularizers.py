@@ -119,7 +119,7 @@ class PerceptualLoss(LossTerm):
             self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
             self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         elif weights_path is not None:  # torchvision's vgg16 file mapped onto lpips' slices, strictly
-            from src.real_metrics import lpips_model
+            from src.models.perceptual import lpips_model
 
             self.net = freeze(lpips_model("vgg", backbone_file=weights_path))
         else:

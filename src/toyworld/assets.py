@@ -212,10 +212,13 @@ def export(work: Path, out: Path, cfg: Any, build_command: str) -> None:
     gen = build_generator(cfg.seed)
     gen.load_state_dict(ae["generator"])
     lat = torch.load(work / "latents.pt", map_location="cpu", weights_only=True)
-    latent_avg = lat["train"].mean((0, 1))
+    latent_avg = lat.get("latent_avg", lat["train"].mean((0, 1)))  # kept as shipped when unpacked from assets
     torch.save({"g_ema": _fp16(gen.state_dict()), "latent_avg": latent_avg.half()}, out / "generator.pt")
     torch.save(_fp16(ae["inverter"]), out / "inverter.pt")
-    oracle = torch.load(work / "oracle.pt", map_location="cpu", weights_only=True)
+    calibrated = work / "oracle_calibrated.pt"  # the calibrate stage's oracle, when the build has one
+    oracle = torch.load(
+        calibrated if calibrated.is_file() else work / "oracle.pt", map_location="cpu", weights_only=True
+    )
     state = _fp16(oracle["state_dict"])
     state["width"] = torch.tensor(oracle["state_dict"]["body.0.weight"].shape[0])
     torch.save(state, out / "oracle.pt")
@@ -226,7 +229,11 @@ def export(work: Path, out: Path, cfg: Any, build_command: str) -> None:
     clip["token_embedding.rows"], clip["token_embedding.ids"] = emb[ids].half(), ids.int()
     torch.save(clip, out / "clip.pt")
     torch.save(
-        {k: (_fp16({k: v})[k] if k in ("train", "test") else v) for k, v in lat.items() if k != "sampler"},
+        {
+            k: (_fp16({k: v})[k] if k in ("train", "test") else v)
+            for k, v in lat.items()
+            if k not in ("sampler", "latent_avg")
+        },
         out / "latents.pt",
     )
     torch.save(_fp16(lat["sampler"]), out / "sampler.pt")
@@ -246,3 +253,36 @@ def write_manifest(out: Path, build_command: str) -> None:
         "files": {p.name: {"sha256": sha256(p), "bytes": p.stat().st_size} for p in files},
     }
     (out / "manifest.json").write_text(json.dumps(man, indent=2))
+
+
+def unpack_to_work(work: Path, asset_dir: Path | str = ASSET_DIR) -> list[str]:
+    """Write the build's fp32 stage outputs from shipped assets (fp16 -> fp32 is exact), so that later stages can
+    be rebuilt without re-running the earlier ones (``build --from-assets``). Existing files are kept."""
+    work.mkdir(parents=True, exist_ok=True)
+    wrote = []
+
+    def put(name: str, make: Any) -> None:
+        if not (work / name).is_file():
+            save_atomic(make(), work / name)
+            wrote.append(name)
+
+    f32 = lambda s: {k: v.float() if v.is_floating_point() else v for k, v in s.items()}  # noqa: E731
+    put("oracle.pt", lambda: {"state_dict": f32(load_oracle(str(asset_dir)).state_dict())})
+    put("clip.pt", lambda: {"state_dict": load_clip(str(asset_dir)).model.state_dict()})
+    gen = load("generator.pt", asset_dir)
+    put(
+        "autoencoder.pt",
+        lambda: {"generator": f32(gen["g_ema"]), "inverter": f32(load("inverter.pt", asset_dir))},
+    )
+
+    def latents() -> dict[str, Any]:
+        lat = load("latents.pt", asset_dir)
+        lat = {k: v.float() if k in ("train", "test") else v for k, v in lat.items()}
+        lat["sampler"] = f32(load("sampler.pt", asset_dir))
+        lat["latent_avg"] = gen[
+            "latent_avg"
+        ].float()  # the mean of the fp32 latents, as the generator shipped it
+        return lat
+
+    put("latents.pt", latents)
+    return wrote

@@ -2,8 +2,10 @@
 
 Stages (each resumable; finished stages are skipped): oracle -> clip -> autoencoder (toy StyleGAN2 +
 inverter) -> latents (natural renders inverted by the inverter + a few steps of W+ optimisation; a
-random-latent sampler) -> report -> export (fp16 assets, manifest with sha256). ``--smoke`` runs every stage
-for a few steps in seconds (tests use it).
+random-latent sampler) -> calibrate (the oracle fine-tuned on generated edits labelled by the region rule) ->
+report (targets, the oracle's agreement with the rule, the ideal-edit ceilings) -> export (fp16 assets, manifest
+with sha256). ``--smoke`` runs every stage for a few steps in seconds (tests use it). ``--from-assets`` unpacks
+the shipped assets into the build dir first, so later stages rebuild without the earlier ones.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from src.toyworld.models import GaussianLatentSampler, Inverter, build_generator
 from src.toyworld.pool import TEST_SEED_OFFSET
 from src.toyworld.render import render_batch
 
-STAGES = ("oracle", "clip", "autoencoder", "latents", "report", "export")
+STAGES = ("oracle", "clip", "autoencoder", "latents", "calibrate", "report", "export")
 
 
 @dataclass
@@ -62,6 +64,15 @@ class BuildConfig:
     # Adam steps of the reachability latent optimisation (60 read pointed ears as 0.56, 300 as 0.88)
     reach_steps: int = 200
     sampler_rank: int = 64
+    # oracle calibration on generated edits (src.toyworld.calibration): mapper runs made by
+    # scripts/calibration_runs.sh live in <work>/<calibration_runs>/{fit,heldout}/<run>/checkpoints
+    calibration_runs: str = "calibration_runs"
+    calib_faces: int = (
+        160  # random train faces per source of the calibration set (per checkpoint for mapper runs)
+    )
+    calib_heldout_faces: int = 64  # random test faces per source of the held-out agreement set
+    calib_steps: int = 2000
+    ceiling_faces: int = 64  # test faces per counterfactual value for the ideal-edit ceilings
 
     @classmethod
     def smoke(cls) -> BuildConfig:
@@ -83,6 +94,10 @@ class BuildConfig:
             reach_faces=2,
             reach_steps=2,
             sampler_rank=4,
+            calib_faces=3,
+            calib_heldout_faces=2,
+            calib_steps=2,
+            ceiling_faces=2,
         )
 
 
@@ -215,8 +230,14 @@ class Builder:
         out["sampler"] = sampler.state_dict()
         torch.save(out, self.path("latents.pt"))
 
+    def stage_calibrate(self) -> None:
+        from src.toyworld.calibration_set import calibrate
+
+        metrics = calibrate(self, self.cfg)
+        self.log(f"[calibrate] held-out agreement with the region rule: {metrics['agreement']['target']}")
+
     def stage_report(self) -> None:
-        from src.toyworld.report_metrics import build_report
+        from src.evaluation.toyfaces_report import build_report
 
         report = build_report(self, self.cfg)
         report["build_seconds"] = {k: v for k, v in self.timings().items()}
@@ -239,6 +260,7 @@ class Builder:
             "clip": "clip.pt",
             "autoencoder": "autoencoder.pt",
             "latents": "latents.pt",
+            "calibrate": "oracle_calibrated.pt",
             "report": "report.json",
         }.get(stage)
         return marker is not None and self.path(marker).is_file()
@@ -273,6 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="asset dir (default: the shipped src/toyworld/assets)")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES}")
     p.add_argument("--force", action="store_true", help="re-run stages that are done")
+    p.add_argument(
+        "--from-assets",
+        action="store_true",
+        help="first unpack the shipped assets (--out) into the build dir as finished stages (fp16 -> fp32)",
+    )
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override BuildConfig fields")
     args = p.parse_args(argv)
     cfg = BuildConfig.smoke() if args.smoke else BuildConfig()
@@ -291,6 +318,9 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work or ("build/toyfaces-smoke" if args.smoke else "build/toyfaces"))
     out = Path(args.out) if args.out else assets.ASSET_DIR
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if args.from_assets:
+        wrote = assets.unpack_to_work(work, out)
+        print(f"[from-assets] {work}: wrote {wrote or 'nothing (all present)'}", flush=True)
     Builder(cfg, work, out).run(stages, force=args.force)
     return 0
 

@@ -178,3 +178,51 @@ def region_stats(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, n
     """Mean RGB (float, 0-255) of a uint8 HxWx3 image inside each non-empty mask: a CLIP-free cross-check."""
     img = np.asarray(image, dtype=np.float64)
     return {name: img[m].mean(0) for name, m in masks.items() if m.any()}
+
+
+def finetune_oracle(
+    model: Oracle,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    num_steps: int = 1200,
+    batch: int = 128,
+    seed: int = 0,
+    lr: float = 1e-3,
+    pool_size: int = 4096,
+    progress: bool = True,
+) -> Oracle:
+    """Fine-tune on generated images with region-rule labels (uint8 ``images`` (N, 3, H, W), ``labels`` (N, A)),
+    half of each batch, beside clean renders (the other half, a quarter of them corrupted for the valid head).
+    Generated images count as valid faces."""
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    pool = RenderPool(pool_size, uniform_rates(), EYEBROWS_FOLLOW_HAIR, seed=seed + 1)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=max(1, num_steps), pct_start=0.1)
+    half, n_bad = batch // 2, batch // 8
+    model.train()
+    for step in range(num_steps):
+        pool.refresh(8)
+        xr, yr = pool.sample(half, g)
+        i = torch.randint(images.shape[0], (half,), generator=g)
+        xg, yg = images[i].float() / 127.5 - 1.0, labels[i]
+        x = augment(torch.cat([xr, xg]), g)
+        flip = torch.rand(x.shape[0], 1, 1, 1, generator=g) < 0.5  # the rule is left-right symmetric
+        x = torch.where(flip, x.flip(3), x)
+        x = torch.cat([x, corrupt(xr[:n_bad], g)])
+        y = torch.cat([yr, yg])
+        is_valid = torch.cat([torch.ones(2 * half), torch.zeros(n_bad)])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = {k: v.float() for k, v in model(x).items()}
+        loss = sum(F.cross_entropy(out[a][: 2 * half], y[:, j]) for j, a in enumerate(LABEL_ATTRIBUTES))
+        loss = loss + F.binary_cross_entropy_with_logits(out["valid"], is_valid)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if progress and (step % 100 == 0 or step == num_steps - 1):
+            print(
+                f"oracle calibration step {step}/{num_steps} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f}s)"
+            )
+    return model.eval()

@@ -21,10 +21,10 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from src.evaluation.toyfaces import ToyfacesEvaluator
 from src.losses.base import StepContext
 from src.module import add_clip_features, encode_prompt
 from src.toyworld.attributes import SCHEMA, counterfactual, sample_attributes
-from src.toyworld.metrics import ToyfacesEvaluator
 from src.toyworld.render import render_batch
 from src.utils.errors import run_task
 from src.utils.loggers import quiet_library_logs

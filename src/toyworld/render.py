@@ -9,14 +9,13 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
 
 from src.toyworld.attributes import SCHEMA, Attributes, counterfactual
-from src.toyworld.shapes import HAIR_STYLES, face_polygons
+from src.toyworld.shapes import HAIR_STYLES, Nuisance, face_polygons
 
 __all__ = [
     "COLOURS",
@@ -62,28 +61,6 @@ COLOURS: dict[str, dict[str, tuple[int, int, int]]] = {
 }  # fmt: skip
 _NEON_MAGENTA = np.array([255.0, 20.0, 200.0])
 _NEON_CYAN = np.array([0.0, 235.0, 255.0])
-
-
-@dataclass(frozen=True)
-class Nuisance:
-    """Everything about a face that is not an attribute; drawn from the render seed."""
-
-    bg_a: tuple[float, float, float]
-    bg_b: tuple[float, float, float]
-    bg_angle: float
-    hair_style: str
-    face_height: float  # vertical semi-axis of the head, in head half-widths
-    jaw: float  # width of the chin relative to the cheeks
-    cx: float  # head centre, fraction of the image
-    cy: float
-    scale: float
-    rotation: float  # radians
-    light_angle: float
-    light_strength: float
-    gaze: float  # horizontal iris offset
-    mouth_width: float
-    brow_tilt: float
-    clothes: tuple[float, float, float]
 
 
 def _hsv(h: float, s: float, v: float) -> tuple[float, float, float]:

@@ -6,9 +6,9 @@ import argparse
 import json
 import sys
 
+from src.evaluation.toyfaces_report import TARGETS
 from src.models.weights import WeightsError
 from src.toyworld.assets import ASSET_DIR, load_report, manifest
-from src.toyworld.report_metrics import TARGETS
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from src.toyworld.render import Nuisance
 
 HAIR_STYLES = ("short", "fringe", "bob", "long", "bun", "buzz")
 
@@ -21,6 +18,31 @@ Poly = tuple[str, np.ndarray]  # (draw label, points [K, 2])
 SHOULDERS = np.array(
     [[-0.5, 1.6], [0.5, 1.6], [1.45, 1.95], [1.75, 2.3], [1.9, 3.2], [-1.9, 3.2], [-1.75, 2.3], [-1.45, 1.95]]
 )
+
+
+@dataclass(frozen=True)
+class Nuisance:
+    """Everything about a face that is not an attribute; drawn from the render seed (render.sample_nuisance).
+
+    Defined here, beside the geometry that reads it, so render imports shapes and never the reverse.
+    """
+
+    bg_a: tuple[float, float, float]
+    bg_b: tuple[float, float, float]
+    bg_angle: float
+    hair_style: str
+    face_height: float  # vertical semi-axis of the head, in head half-widths
+    jaw: float  # width of the chin relative to the cheeks
+    cx: float  # head centre, fraction of the image
+    cy: float
+    scale: float
+    rotation: float  # radians
+    light_angle: float
+    light_strength: float
+    gaze: float  # horizontal iris offset
+    mouth_width: float
+    brow_tilt: float
+    clothes: tuple[float, float, float]
 
 
 def ellipse(

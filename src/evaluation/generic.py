@@ -13,9 +13,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
-from torchvision.utils import save_image
 
-from src.callbacks import pair_grid
+from src.evaluation.grids import labelled_grid
 from src.module import CFCLIPModule
 
 
@@ -71,13 +70,27 @@ def evaluate(
     metrics.update(clip_metrics(module, x, x_hat, batch_size))
     metrics["pixel_l1_change"] = (x_hat - x).abs().mean().item()
     evaluator_cfg = cfg.domain.get("evaluator") if hasattr(cfg.domain, "get") else None
-    if evaluator_cfg:
-        metrics.update(instantiate(evaluator_cfg)(x, x_hat, cfg.prompt.name))
+    evaluator = instantiate(evaluator_cfg) if evaluator_cfg else None
+    if evaluator is not None:
+        metrics.update(evaluator(x, x_hat, cfg.prompt.name))
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "eval.json"), "w") as fh:
             json.dump(metrics, fh, indent=2)
         k = min(grid_images, x.shape[0])
-        save_image(pair_grid(x[:k], x_hat[:k]), os.path.join(out_dir, "eval_grid.png"))
-        metrics["grid"] = os.path.join(out_dir, "eval_grid.png")
+        path = os.path.join(out_dir, "eval_grid.png")
+        last = getattr(evaluator, "last", None) or {}
+        rows = {"source": x[:k], "edit": x_hat[:k]}
+        if "ideal" in last:  # a domain with ground truth: the ideal edit under each face, verdicts under that
+            rows["ideal"] = last["ideal"][:k]
+        title = f"{cfg.prompt.name}: {module.prompt.target}"
+        if metrics.get("faithful_rate") is not None:
+            ceiling = (metrics.get("ceiling") or {}).get("faithful_rate")
+            title += f"  |  faithful {metrics['faithful_rate']:.2f}" + (
+                f" (ceiling {ceiling:.2f})" if ceiling is not None else ""
+            )
+            title += " on {} faces; bar: green = faithful".format(metrics["n"])
+        faithful = last.get("faithful")
+        labelled_grid(rows, title, verdicts=None if faithful is None else faithful[:k]).save(path)
+        metrics["grid"] = path
     return metrics

@@ -6,7 +6,8 @@
   averaged), with a separate evaluation CLIP (default ViT-L/14, configurable) so the training CLIP is not its
   own judge;
 - ``identity_similarity``: cosine of ArcFace IR-SE50 features of source and edit (faces);
-- ``lpips``: LPIPS(source, edit) with the ``lpips`` package's linear heads and a local backbone file;
+- ``lpips``: LPIPS(source, edit) with the ``lpips`` package's linear heads and a local backbone file
+  (``src.models.perceptual.lpips_model``);
 - ``fid`` / ``kid`` / ``kid_std``: torchmetrics FID/KID between sources and edits with the local Inception file.
 
 A metric whose file is missing reports ``"skipped: file X missing (...)"`` instead of a number; nothing is
@@ -24,12 +25,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.models.perceptual import LPIPS_BACKBONES, lpips_model
 from src.models.weights import WeightsError, find_weights, search_locations
 
 log = logging.getLogger("cfclip")
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's FID Inception v3
-LPIPS_BACKBONES = {"vgg": "vgg16-397923af.pth", "alex": "alexnet-owt-7be5be79.pth"}
 DEFAULT_EVAL_CLIP = {"model_name": "ViT-L-14", "pretrained": "openai", "file": "ViT-L-14.pt"}
 
 
@@ -44,32 +45,6 @@ def _skip_reason(err: Exception, filename: str, weights_dir: str | None) -> str:
     if "Missing weights file" in text or "not found" in text:
         return skipped(filename, weights_dir)
     return f"skipped: {filename} could not be loaded ({text.splitlines()[0][:300]})"
-
-
-def lpips_model(
-    net: str = "vgg", backbone_file: str | None = None, weights_dir: str | None = None
-) -> nn.Module:
-    """lpips.LPIPS with its shipped linear heads and the torchvision backbone from a local file (never downloads).
-
-    torchvision's ``features.{i}`` keys map onto lpips' ``slice{k}.{i}``; every backbone weight must be present.
-    """
-    import lpips
-
-    from src.models.weights import load_state_dict
-
-    path = find_weights(backbone_file or LPIPS_BACKBONES[net], weights_dir=weights_dir)
-    model = lpips.LPIPS(net=net, pretrained=True, pnet_rand=True, verbose=False)
-    state = load_state_dict(path, what=f"LPIPS {net} backbone")
-    mapped = {}
-    for key in model.net.state_dict():
-        source = "features." + key.split(".", 1)[1]  # slice3.12.weight -> features.12.weight
-        if source not in state:
-            raise WeightsError(
-                f"LPIPS {net} backbone: {path} has no '{source}': is it torchvision's {net} file?"
-            )
-        mapped[key] = state[source]
-    model.net.load_state_dict(mapped, strict=True)
-    return model.eval().requires_grad_(False)
 
 
 def inception_feature(path: str) -> nn.Module:

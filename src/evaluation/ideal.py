@@ -1,0 +1,137 @@
+"""Ideal-edit metrics: an edit judged against the world's own ideal edit (same face, only the target changed).
+
+Pure tensor functions on images in [-1, 1] (N, 3, H, W), so the toyfaces evaluator, the build report's ceilings,
+the oracle's calibration labels and the tests all use one definition:
+- region: where the ideal render differs from the source render; parts that come in pairs (ears, eyebrows,
+  eyes) are split into a left and a right side at the region's centroid, so one ear is not a pair.
+- region fidelity (per side): share of the side's pixels where the edit is closer to the ideal than to the source.
+- collateral PSNR: edit vs the unedited reconstruction outside the (dilated) region; NaN for global edits.
+- PSNR to the ideal render.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+PAIRED = ("ears", "eyebrow_color", "iris_color")  # attributes drawn on both sides of the face
+CHANGE_THRESHOLD = 0.1  # a pixel belongs to the region when a channel changes by more than this (~13/255)
+
+
+@dataclass(frozen=True)
+class FaithfulThresholds:
+    """What makes an edit faithful (domain.evaluator.faithful): every side of the region closer to the ideal on
+    at least ``min_region_fidelity`` of its pixels, and the rest of the image within ``min_collateral_psnr`` dB
+    of the unedited reconstruction (the generator's own reconstruction error of a render is ~29 dB)."""
+
+    min_region_fidelity: float = 0.5
+    min_collateral_psnr: float = 28.0
+    dilate: int = 2
+
+
+def psnr_db(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """PSNR (N,) in dB between images in [-1, 1] (peak-to-peak 2), over ``mask`` (N, 1, H, W) if given; NaN
+    where the mask is empty."""
+    err = (a.float() - b.float()).pow(2).mean(1, keepdim=True)  # (N, 1, H, W)
+    if mask is None:
+        mask = torch.ones_like(err)
+    mask = mask.float()
+    count = mask.sum((1, 2, 3))
+    mse = (err * mask).sum((1, 2, 3)) / count.clamp_min(1)
+    out = 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
+    return torch.where(count > 0, out, torch.full_like(out, float("nan")))
+
+
+def changed_region(
+    ideal: torch.Tensor, source: torch.Tensor, threshold: float = CHANGE_THRESHOLD
+) -> torch.Tensor:
+    """Pixels the ideal edit repaints: (N, 1, H, W) bool."""
+    return (ideal.float() - source.float()).abs().amax(1, keepdim=True) > threshold
+
+
+def sides(region: torch.Tensor, paired: bool) -> torch.Tensor:
+    """Split a region (N, 1, H, W) into sides (N, S, H, W): left/right of its x-centroid when ``paired``."""
+    if not paired:
+        return region.bool()
+    n, _, h, w = region.shape
+    xs = torch.arange(w, dtype=torch.float32).view(1, 1, 1, w)
+    count = region.float().sum((1, 2, 3)).clamp_min(1)
+    cx = (region.float() * xs).sum((1, 2, 3)) / count  # (N,)
+    left = xs < cx.view(n, 1, 1, 1)
+    return torch.cat([region & left, region & ~left], dim=1)
+
+
+def region_fidelity(
+    edit: torch.Tensor, ideal: torch.Tensor, source: torch.Tensor, side_masks: torch.Tensor
+) -> torch.Tensor:
+    """Share (N, S) of each side's pixels where the edit is closer to the ideal than to the source; NaN for an
+    empty side (nothing to change there)."""
+    to_ideal = (edit.float() - ideal.float()).pow(2).sum(1, keepdim=True)
+    to_source = (edit.float() - source.float()).pow(2).sum(1, keepdim=True)
+    closer = (to_ideal < to_source).float()  # (N, 1, H, W)
+    m = side_masks.float()
+    count = m.sum((2, 3))
+    share = (closer * m).sum((2, 3)) / count.clamp_min(1)
+    return torch.where(count > 0, share, torch.full_like(share, float("nan")))
+
+
+def dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Binary dilation of (N, 1, H, W) by a (2p+1)^2 square."""
+    if pixels <= 0:
+        return mask.bool()
+    return F.max_pool2d(mask.float(), 2 * pixels + 1, 1, pixels) > 0
+
+
+def ideal_edit_scores(
+    edit: torch.Tensor,
+    recon: torch.Tensor,
+    ideal: torch.Tensor,
+    source: torch.Tensor,
+    attribute: str,
+    thresholds: FaithfulThresholds = FaithfulThresholds(),
+) -> dict[str, torch.Tensor]:
+    """Per-face scores of edits (N, 3, H, W) of reconstructions ``recon`` against the ideal render ``ideal``
+    of the source render ``source``: region fidelity per side (N, S), its minimum (N,), collateral PSNR (N,;
+    NaN when the region covers the image), PSNR to the ideal (N,), and the pixel-rule verdicts (N,) bool."""
+    region = changed_region(ideal, source)
+    side_masks = sides(region, attribute in PAIRED)
+    fidelity = region_fidelity(edit, ideal, source, side_masks)
+    outside = ~dilate(region, thresholds.dilate)
+    collateral = psnr_db(edit, recon, outside)
+    fid_min = torch.nan_to_num(fidelity, nan=1.0).amin(1)  # an empty side has nothing to get wrong
+    region_ok = fid_min >= thresholds.min_region_fidelity
+    collateral_ok = torch.nan_to_num(collateral, nan=float("inf")) >= thresholds.min_collateral_psnr
+    return {
+        "region_fidelity": fidelity,
+        "region_fidelity_min": fid_min,
+        "collateral_psnr": collateral,
+        "psnr_to_ideal": psnr_db(edit, ideal),
+        "region_ok": region_ok,
+        "collateral_ok": collateral_ok,
+    }
+
+
+def nanmean(t: torch.Tensor) -> float | None:
+    """Mean over finite entries (None when there are none)."""
+    t = t.float()
+    finite = torch.isfinite(t)
+    return t[finite].mean().item() if bool(finite.any()) else None
+
+
+def summarize(
+    scores: dict[str, torch.Tensor], faithful: torch.Tensor, attribute: str
+) -> dict[str, float | None]:
+    """Means of the per-face scores: the numbers a table shows (sides named left/right for paired parts)."""
+    fid = scores["region_fidelity"]
+    names = ("left", "right") if attribute in PAIRED else ("region",)
+    out: dict[str, float | None] = {"faithful_rate": faithful.float().mean().item()}
+    for i, name in enumerate(names):
+        out[f"region_fidelity_{name}"] = nanmean(fid[:, i])
+    out["region_fidelity_min"] = nanmean(scores["region_fidelity_min"])
+    out["region_pass_rate"] = scores["region_ok"].float().mean().item()
+    out["collateral_psnr"] = nanmean(scores["collateral_psnr"])
+    out["collateral_pass_rate"] = scores["collateral_ok"].float().mean().item()
+    out["psnr_to_ideal"] = nanmean(scores["psnr_to_ideal"])
+    return out

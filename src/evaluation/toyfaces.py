@@ -1,0 +1,195 @@
+"""Edit metrics of the toyfaces world, judged against ground truth (never by the guiding CLIP).
+
+The headline is the **faithful edit rate** (``judge``): the share of faces whose edit the calibrated oracle
+reads as the target, whose every side of the changed region is closer to the ideal edit than to the source
+(``src.evaluation.ideal``), whose other attributes the oracle reads unchanged, and whose collateral change
+outside the region is small. Each ideal-edit metric is shown beside its ceiling: the same metric for the world's
+own inversion of the ideal edit (the build report's ``ceilings``). Also: edit accuracy, preservation (per
+attribute), leakage, realism (valid-face rate, KID to ideal edits on oracle features).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from src.evaluation.ideal import FaithfulThresholds, ideal_edit_scores, summarize
+from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
+from src.toyworld.render import attribute_mask, render
+
+# the ideal-edit numbers printed beside their ceilings (src.eval, training summary, src.report)
+CEILING_KEYS = (
+    "faithful_rate",
+    "region_fidelity_left",
+    "region_fidelity_right",
+    "region_fidelity_region",
+    "collateral_psnr",
+    "psnr_to_ideal",
+    "edit_accuracy",
+)
+
+
+def kid(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Unbiased kernel inception distance (cubic polynomial kernel MMD^2) between feature sets (N, F), (M, F)."""
+    d = a.shape[1]
+    k = lambda x, y: (x @ y.T / d + 1) ** 3  # noqa: E731
+    kaa, kbb, kab = k(a, a), k(b, b), k(a, b)
+    n, m = a.shape[0], b.shape[0]
+    return (
+        (kaa.sum() - kaa.diag().sum()) / (n * (n - 1))
+        + (kbb.sum() - kbb.diag().sum()) / (m * (m - 1))
+        - 2 * kab.mean()
+    ).item()
+
+
+def ideal_edits(
+    attrs: Sequence[Attributes], seeds: Sequence[int], attribute: str, value: str
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ideal edits (same faces, only ``attribute`` = ``value``) (N, 3, H, W), the attribute's region (N, 1, H, W):
+    its masks before and after (pointed ear tips lie outside the round ear), and the source renders (N, 3, H, W)."""
+    ideal, masks, source = [], [], []
+    for a, s in zip(attrs, seeds):
+        img, m_cf = render(a.replace(**{attribute: value}), s, as_tensor=True)
+        src, m_src = render(a, s, as_tensor=True)
+        ideal.append(img)
+        source.append(src)
+        masks.append(torch.from_numpy(attribute_mask(m_src, attribute) | attribute_mask(m_cf, attribute)))
+    return torch.stack(ideal), torch.stack(masks)[:, None].float(), torch.stack(source)
+
+
+@torch.no_grad()
+def judge(
+    oracle: torch.nn.Module,
+    x: torch.Tensor,
+    x_hat: torch.Tensor,
+    ideal: torch.Tensor,
+    source: torch.Tensor,
+    attribute: str,
+    value: str,
+    thresholds: FaithfulThresholds = FaithfulThresholds(),
+) -> tuple[dict[str, Any], torch.Tensor]:
+    """Ideal-edit metrics of edits ``x_hat`` of reconstructions ``x`` (the ideal render and the source render of the
+    same faces given): (summary, per-face faithful verdicts (N,) bool). Also used for the build's ceilings."""
+    scores = ideal_edit_scores(x_hat, x, ideal, source, attribute, thresholds)
+    p_src, p_edit = oracle.predict(x), oracle.predict(x_hat)
+    read = p_edit[attribute] == SCHEMA[attribute].index(value)
+    kept = torch.stack([p_edit[a] == p_src[a] for a in LABEL_ATTRIBUTES if a != attribute]).all(0)
+    faithful = read & scores["region_ok"] & kept & scores["collateral_ok"]
+    out: dict[str, Any] = summarize(scores, faithful, attribute)
+    out["edit_accuracy"] = read.float().mean().item()
+    out["others_kept_rate"] = kept.float().mean().item()
+    out["oracle_rule_agreement"] = (read == scores["region_ok"]).float().mean().item()
+    return out, faithful
+
+
+def leakage(x: torch.Tensor, x_hat: torch.Tensor, mask: torch.Tensor) -> float | None:
+    """Mean absolute change outside the region relative to inside; None for global edits (no outside)."""
+    if not bool((mask < 1).any()):
+        return None
+    change = (x_hat - x).abs().mean(1, keepdim=True)
+    inside = (change * mask).sum() / mask.sum().clamp_min(1)
+    outside = (change * (1 - mask)).sum() / (1 - mask).sum().clamp_min(1)
+    return (outside / inside.clamp_min(1e-8)).item()
+
+
+class ToyfacesEvaluator:
+    """Scores source/edited pairs of the toyfaces test latents for one prompt with the oracle."""
+
+    def __init__(
+        self,
+        edits: dict[str, Sequence[str]],
+        dilate: int = 2,
+        asset_dir: str | None = None,
+        faithful: dict[str, float] | None = None,
+    ):
+        self.edits = {k: tuple(v) for k, v in edits.items()}
+        self.dilate = dilate
+        self.asset_dir = asset_dir
+        self.thresholds = FaithfulThresholds(**{"dilate": dilate, **(faithful or {})})
+        self._oracle = None
+        self.last: dict[str, torch.Tensor] = {}  # ideal renders and verdicts of the last call (for the grid)
+
+    def ceilings(self, attribute: str, value: str) -> dict[str, Any] | None:
+        """The build report's ceilings for this edit (the world's inversion of the ideal edit), if it has them."""
+        from src.toyworld.assets import load_report
+
+        return load_report(self.asset_dir).get("ceilings", {}).get(f"{attribute}:{value}")
+
+    @property
+    def oracle(self) -> torch.nn.Module:
+        if self._oracle is None:
+            from src.toyworld.assets import load_oracle
+
+            self._oracle = load_oracle(self.asset_dir)
+        return self._oracle
+
+    def target(self, prompt_name: str) -> tuple[str, str]:
+        if prompt_name not in self.edits:
+            raise ValueError(
+                f"prompt {prompt_name!r} has no ground-truth edit in this domain; known: "
+                f"{sorted(self.edits)} (add it to domain.edits as [attribute, value])"
+            )
+        return self.edits[prompt_name]
+
+    def scenes(self, n: int) -> tuple[list[Attributes], list[int]]:
+        from src.toyworld.assets import load_latents
+
+        test = load_latents("test", self.asset_dir)
+        return ([Attributes.decode(v.numpy()) for v in test["labels"][:n]], test["seeds"][:n].tolist())
+
+    @torch.no_grad()
+    def __call__(self, x: torch.Tensor, x_hat: torch.Tensor, prompt_name: str) -> dict[str, Any]:
+        attribute, value = self.target(prompt_name)
+        label = SCHEMA[attribute].index(value)
+        x, x_hat = x.float().cpu(), x_hat.float().cpu()
+        oracle = self.oracle
+        p_src, p_edit = oracle.predict(x), oracle.predict(x_hat)
+        out: dict[str, Any] = {"target": f"{attribute}:{value}", "n": x.shape[0]}
+        out["edit_accuracy"] = (p_edit[attribute] == label).float().mean().item()
+        out["unedited_accuracy"] = (p_src[attribute] == label).float().mean().item()
+        per = {a: (p_edit[a] == p_src[a]).float().mean().item() for a in LABEL_ATTRIBUTES if a != attribute}
+        out["preservation"] = float(np.mean(list(per.values())))
+        out["preservation_per_attribute"] = per
+        attrs, seeds = self.scenes(x.shape[0])
+        ideal_t, mask, source = ideal_edits(attrs, seeds, attribute, value)
+        ideal_metrics, faithful = judge(oracle, x, x_hat, ideal_t, source, attribute, value, self.thresholds)
+        out = {
+            "target": out["target"],
+            "n": out["n"],
+            **ideal_metrics,
+            **{k: v for k, v in out.items() if k not in ideal_metrics},
+        }
+        out["faithful_thresholds"] = dataclasses.asdict(self.thresholds)
+        out["ceiling"] = self.ceilings(attribute, value)
+        self.last = {"ideal": ideal_t, "faithful": faithful}
+        if self.dilate:
+            mask = F.max_pool2d(mask, 2 * self.dilate + 1, 1, self.dilate)
+        out["leakage"] = leakage(x, x_hat, mask)
+        valid = oracle.valid_prob(x_hat)
+        out["realism"] = {
+            "valid_rate": (valid > 0.5).float().mean().item(),
+            "kid_to_ideal": kid(oracle.features(x_hat), oracle.features(ideal_t)) if x.shape[0] > 2 else None,
+            "l1_to_ideal": (x_hat - ideal_t).abs().mean().item(),
+        }
+        return out
+
+
+def ceiling_table(metrics: dict[str, Any]) -> str:
+    """The ideal-edit metrics of a result beside their ceilings, as a few aligned lines ('' without them)."""
+    if metrics.get("faithful_rate") is None:
+        return ""
+    ceiling = metrics.get("ceiling") or {}
+    lines = [
+        f"{metrics.get('target', '')}: ideal-edit metrics on {metrics.get('n')} faces (this run | ceiling)"
+    ]
+    for key in CEILING_KEYS:
+        if key in metrics:
+            run, top = metrics[key], ceiling.get(key)
+            show = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+            lines.append(f"  {key:<24} {show(run):>8} | {show(top)}")
+    return "\n".join(lines)

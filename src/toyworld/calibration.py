@@ -1,0 +1,151 @@
+"""Calibrate the oracle on the images it judges: generated edits labelled by the region rule.
+
+A person reads a part from the part itself: one pointed ear is not elf ears, a tint around the lips is not
+green lipstick, a blurred but clearly blue lip is blue. The **region rule** says this with exact renders: for an
+image of a known face (attributes + render seed), each attribute is compared with the renders of that face
+under every value of the attribute; inside the region where those renders differ, each pixel votes for the
+render it is closest to, each side of a paired part (ears, eyebrows, eyes) separately; the attribute reads a
+value only when every side reads it. For the edit's target the vote is the ideal-edit region fidelity
+(``src.evaluation.ideal``): closer to the ideal than to the source on at least half of each side's pixels.
+
+The calibration set holds what the oracle will judge: generator reconstructions, perturbed latents, latent
+steps toward the ideal edit, mapper edits from short runs of every loss and augmentation, and hard negatives
+composed from renders (one-sided parts, tints in and around the part, blur, colour casts), raw and through the
+generator. The oracle is fine-tuned on its rule labels; its agreement with the rule is measured on held-out
+faces and held-out mapper runs. Evaluation only: nothing here feeds a loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import cache
+
+import torch
+import torch.nn.functional as F
+
+from src.evaluation.ideal import CHANGE_THRESHOLD, PAIRED, dilate, region_fidelity, sides
+from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
+from src.toyworld.render import render_batch
+
+Target = tuple[str, str] | None  # (attribute, value) an image was meant to edit, or None
+
+
+@cache  # cleared after each face by rule_labels
+def _candidates(base: Attributes, seed: int, attribute: str) -> torch.Tensor:
+    """Renders (K, 3, H, W) of the face under every value of ``attribute`` (cached: faces repeat)."""
+    values = SCHEMA[attribute].values
+    return render_batch([base.replace(**{attribute: v}) for v in values], [seed] * len(values))
+
+
+def _plurality(
+    y: torch.Tensor, cands: torch.Tensor, attribute: str, exclude: int | None = None
+) -> int | None:
+    """Index of the value every side of the attribute's region votes for; None if sides disagree or no region."""
+    spread = (cands.amax(0) - cands.amin(0)).amax(0)  # (H, W)
+    region = spread > CHANGE_THRESHOLD
+    if not bool(region.any()):
+        return None
+    d = (y[None] - cands).pow(2).sum(1)  # (K, H, W)
+    if exclude is not None:
+        d[exclude] = float("inf")
+    nearest = d.argmin(0)
+    reads = set()
+    for side in sides(region[None, None], attribute in PAIRED)[0]:
+        if side.any():
+            reads.add(int(torch.bincount(nearest[side], minlength=cands.shape[0]).argmax()))
+    return reads.pop() if len(reads) == 1 else None
+
+
+def read_by_rule(
+    y: torch.Tensor, attrs: Attributes, seed: int, target: Target = None, min_fidelity: float = 0.5
+) -> Attributes:
+    """The attributes a person reads on image ``y`` (3, H, W) of the face (``attrs``, ``seed``)."""
+    read = attrs
+    if target is not None:
+        attribute, value = target
+        cands = _candidates(attrs, seed, attribute)
+        values = SCHEMA[attribute].values
+        pair = cands[[values.index(getattr(attrs, attribute)), values.index(value)]]
+        region = (pair[1] - pair[0]).abs().amax(0, keepdim=True)[None] > CHANGE_THRESHOLD
+        fid = region_fidelity(y[None], pair[1:], pair[:1], sides(region, attribute in PAIRED))
+        if bool(torch.nan_to_num(fid, nan=1.0).amin() >= min_fidelity):
+            read = attrs.replace(**{attribute: value})
+    for attribute in LABEL_ATTRIBUTES:
+        if target is not None and attribute == target[0]:
+            if getattr(read, attribute) != target[1]:  # not the target: which other value, if any?
+                k = _plurality(
+                    y, _candidates(read, seed, attribute), attribute, SCHEMA[attribute].index(target[1])
+                )
+                if k is not None:
+                    read = read.replace(**{attribute: SCHEMA[attribute].values[k]})
+            continue
+        k = _plurality(y, _candidates(read, seed, attribute), attribute)
+        if k is not None:
+            read = read.replace(**{attribute: SCHEMA[attribute].values[k]})
+    return read
+
+
+def rule_labels(
+    images: torch.Tensor, attrs: Sequence[Attributes], seeds: Sequence[int], targets: Sequence[Target]
+) -> torch.Tensor:
+    """Label vectors (N, len(LABEL_ATTRIBUTES)) read by the region rule (images grouped by face, whose candidate
+    renders are cached while its images are read)."""
+    out = torch.zeros(len(attrs), len(LABEL_ATTRIBUTES), dtype=torch.long)
+    previous = None
+    for i in sorted(range(len(attrs)), key=lambda j: (int(seeds[j]), j)):
+        if int(seeds[i]) != previous:
+            _candidates.cache_clear()
+            previous = int(seeds[i])
+        out[i] = torch.from_numpy(
+            read_by_rule(images[i].float(), attrs[i], int(seeds[i]), targets[i]).encode()
+        )
+    _candidates.cache_clear()
+    return out
+
+
+def compose(source: torch.Tensor, ideal: torch.Tensor, attribute: str, g: torch.Generator) -> torch.Tensor:
+    """Hard cases composed from exact renders (N, 3, H, W): per image one of: the ideal, one side of it, a partial
+    blend inside the region, the target colour as a ring around the part, a global cast toward it, a blurred ideal,
+    the ideal under a colour cast. Their labels come from the rule, never from the kind."""
+    n = source.shape[0]
+    region = (ideal - source).abs().amax(1, keepdim=True) > CHANGE_THRESHOLD  # (N, 1, H, W)
+    colour = (ideal * region).sum((2, 3), keepdim=True) / region.sum((2, 3), keepdim=True).clamp_min(1)
+    u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, 1, 1, 1, generator=g)  # noqa: E731
+    one_side = sides(region, attribute in PAIRED)[
+        :, torch.randint(2 if attribute in PAIRED else 1, (1,), generator=g)
+    ]
+    blend = u(0.15, 0.85)
+    ring = dilate(region, 3) & ~region
+    cast = 0.3 * (torch.rand(n, 3, 1, 1, generator=g) - 0.5)
+    soft = F.avg_pool2d(F.pad(ideal, (1, 1, 1, 1), mode="replicate"), 3, 1)
+    options = torch.stack(
+        [
+            ideal,
+            torch.where(one_side, ideal, source),
+            torch.where(region, source + blend * (ideal - source), source),
+            torch.where(ring, source + u(0.3, 0.9) * (colour - source), source),
+            source + u(0.1, 0.45) * (colour - source),
+            soft + u(0.0, 1.0) * (F.avg_pool2d(soft, 3, 1, 1, count_include_pad=False) - soft),
+            ideal + cast,
+        ]
+    )  # (7, N, 3, H, W)
+    kind = torch.randint(options.shape[0], (n,), generator=g)
+    return options[kind, torch.arange(n)].clamp(-1, 1)
+
+
+def agreement(
+    pred: dict[str, torch.Tensor], labels: torch.Tensor, targets: Sequence[Target]
+) -> dict[str, dict[str, float]]:
+    """Oracle vs rule on labelled images: per edit target, the share of images where 'the oracle reads the target'
+    equals 'the rule reads it' (``target``), and per attribute the share of identical readings (``attribute``)."""
+    out: dict[str, dict[str, float]] = {"target": {}, "target_n": {}, "attribute": {}}
+    for i, name in enumerate(LABEL_ATTRIBUTES):
+        out["attribute"][name] = (pred[name] == labels[:, i]).float().mean().item()
+    keys = sorted({t for t in targets if t is not None})
+    for attribute, value in keys:
+        idx = torch.tensor([t == (attribute, value) for t in targets])
+        j, k = LABEL_ATTRIBUTES.index(attribute), SCHEMA[attribute].index(value)
+        same = (pred[attribute][idx] == k) == (labels[idx, j] == k)
+        out["target"][f"{attribute}:{value}"] = same.float().mean().item()
+        out["target_n"][f"{attribute}:{value}"] = int(idx.sum())
+    return out

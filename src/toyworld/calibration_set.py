@@ -1,0 +1,208 @@
+"""The oracle's calibration set: generated images of known faces, labelled by the region rule.
+
+Sources (``kind``): reconstructions, perturbed latents, latent steps toward the inverted ideal edit on random
+layer subsets, hard negatives composed from renders (raw and through the inverter + generator), and mapper edits
+from the checkpoints of short training runs (any loss, any augmentation). See ``src.toyworld.calibration``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from src.toyworld.attributes import COUNTERFACTUAL_VALUES, Attributes
+from src.toyworld.calibration import Target, compose, rule_labels
+from src.toyworld.render import render_batch
+from src.toyworld.training import decode, invert
+
+
+@dataclass
+class CalibrationSet:
+    """uint8 images (N, 3, H, W), rule labels (N, A), the target each image was meant to edit, its source kind."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    targets: list[Target] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def float_images(self) -> torch.Tensor:
+        return self.images.float() / 127.5 - 1.0
+
+    def state(self) -> dict:
+        return {"images": self.images, "labels": self.labels, "targets": self.targets, "kinds": self.kinds}
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+def run_checkpoints(root: Path | str | None) -> list[list[Path]]:
+    """Step checkpoints of every run under ``root`` (``<run>/checkpoints/step_*.ckpt``), one list per run."""
+    if not root or not Path(root).is_dir():
+        return []
+    runs = sorted(p.parent.parent for p in Path(root).glob("*/checkpoints/last.ckpt"))
+    return [sorted((r / "checkpoints").glob("step_*.ckpt")) for r in runs]
+
+
+@torch.no_grad()
+def mapper_edits(
+    gen: torch.nn.Module,
+    w: torch.Tensor,
+    runs: Sequence[Sequence[Path]],
+    faces: int,
+    g: torch.Generator,
+    log: Callable[[str], None],
+    scale: tuple[float, float] = (1.0, 1.0),
+) -> list[tuple[torch.Tensor, torch.Tensor, Target]]:
+    """Edits by every step checkpoint of every run, each on its own ``faces`` random latents of ``w``, the mapper's
+    latent step scaled by a random factor in ``scale`` (e.g. edit strengths around the ones the run reached):
+    (images, face indices, the run's target) per checkpoint."""
+    from src.eval import load_run  # the run's own module and mapper, rebuilt from its stored config
+
+    out = []
+    for ckpts in runs:
+        module, cfg, _ = load_run(str(ckpts[-1]))
+        module.eval()
+        target = tuple(cfg.domain.edits[cfg.prompt.name])
+        for ckpt in ckpts:
+            module.load_state_dict(torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"])
+            idx = torch.randperm(w.shape[0], generator=g)[:faces]
+            f = scale[0] + (scale[1] - scale[0]) * torch.rand(len(idx), 1, 1, generator=g)
+            w_hat = torch.cat([w[i] + f[j : j + 128] * (module.edit(w[i]) - w[i]) for j, i in _chunks(idx)])
+            out.append((decode(gen, w_hat), idx, target))
+        log(f"[calibrate] mapper run {ckpts[-1].parent.parent.name}: {target}, {len(ckpts)} checkpoints")
+    return out
+
+
+def _chunks(idx: torch.Tensor, size: int = 128) -> list[tuple[int, torch.Tensor]]:
+    return [(j, idx[j : j + size]) for j in range(0, len(idx), size)]
+
+
+@torch.no_grad()
+def make_calibration_set(
+    gen: torch.nn.Module,
+    inv: torch.nn.Module,
+    w: torch.Tensor,
+    attrs: Sequence[Attributes],
+    seeds: Sequence[int],
+    runs: Sequence[Sequence[Path]] = (),
+    faces_per_source: int = 120,
+    seed: int = 0,
+    log: Callable[[str], None] = print,
+    edit_scale: tuple[float, float] = (1.0, 1.0),
+) -> CalibrationSet:
+    """Images of the faces (latents ``w`` (N, L, D) of renders ``attrs``/``seeds``) from every source, each source
+    on its own ``faces_per_source`` random faces (many faces: the oracle must not learn faces), rule-labelled."""
+    g = torch.Generator().manual_seed(seed)
+    n = w.shape[0]
+    images: list[torch.Tensor] = []
+    targets: list[Target] = []
+    kinds: list[str] = []
+    idx_all: list[torch.Tensor] = []
+
+    def add(x: torch.Tensor, idx: torch.Tensor, target: Target, kind: str) -> None:
+        images.append(x)
+        idx_all.append(idx)
+        targets.extend([target] * x.shape[0])
+        kinds.extend([kind] * x.shape[0])
+
+    k = min(n, faces_per_source)
+    faces = lambda: torch.randperm(n, generator=g)[:k]  # noqa: E731
+    idx = faces()
+    add(decode(gen, w[idx]), idx, None, "reconstruction")
+    idx = faces()
+    noise = torch.randn(w[idx].shape, generator=g) * w.std() * (0.1 + 0.4 * torch.rand(k, 1, 1, generator=g))
+    add(decode(gen, w[idx] + noise), idx, None, "perturbed latent")
+    for attribute, value in COUNTERFACTUAL_VALUES:
+        for kind in ("latent step", "composed", "composed, generated"):
+            idx = faces()
+            a = [attrs[i] for i in idx.tolist()]
+            s = [int(seeds[i]) for i in idx.tolist()]
+            source = render_batch(a, s)
+            ideal = render_batch([x.replace(**{attribute: value}) for x in a], s)
+            if kind == "latent step":
+                alpha = 0.2 + 1.1 * torch.rand(k, 1, 1, generator=g)
+                layers = (torch.rand(k, w.shape[1], 1, generator=g) < 0.7).float()
+                x = decode(gen, w[idx] + alpha * layers * (invert(inv, ideal) - w[idx]))
+            else:
+                x = compose(source, ideal, attribute, g)
+                x = decode(gen, invert(inv, x)) if kind == "composed, generated" else x
+            add(x, idx, (attribute, value), kind)
+    log(f"[calibrate] {sum(x.shape[0] for x in images)} images from renders and latents")
+    for x, idx, target in mapper_edits(gen, w, runs, k, g, log, edit_scale):
+        add(x, idx, target, "mapper edit")
+    x = torch.cat(images)
+    idx = torch.cat(idx_all)
+    a = [attrs[i] for i in idx.tolist()]
+    s = [int(seeds[i]) for i in idx.tolist()]
+    log(f"[calibrate] labelling {x.shape[0]} images of {len(set(idx.tolist()))} faces by the region rule")
+    labels = rule_labels(x, a, s, targets)
+    return CalibrationSet(to_uint8(x), labels, targets, kinds)
+
+
+def calibrate(builder: object, c: object) -> dict:
+    """The build's ``calibrate`` stage: the stage-one oracle fine-tuned on a calibration set made from the train
+    latents (and the mapper runs under ``<work>/<c.calibration_runs>/fit``); agreement with the rule measured on
+    held-out faces (test latents) and held-out runs (``.../heldout``). Writes ``oracle_calibrated.pt``."""
+    from src.toyworld.calibration import agreement
+    from src.toyworld.oracle import Oracle, evaluate_oracle, finetune_oracle
+
+    work, log = builder.work, builder.log
+    gen, inv = builder.load_autoencoder()
+    lat = torch.load(work / "latents.pt", map_location="cpu", weights_only=True)
+    cache = work / "calibration.pt"
+    if cache.is_file():
+        sets = torch.load(cache, map_location="cpu", weights_only=True)
+        fit, held = CalibrationSet(**sets["fit"]), CalibrationSet(**sets["heldout"])
+        log(f"[calibrate] calibration sets from {cache}")
+    else:
+        made = {}
+        for split, part, faces in (
+            ("train", "fit", c.calib_faces),
+            ("test", "heldout", c.calib_heldout_faces),
+        ):
+            attrs = [Attributes.decode(v.numpy()) for v in lat[f"{split}_labels"]]
+            runs = run_checkpoints(work / c.calibration_runs / part)
+            log(f"[calibrate] {part}: {len(runs)} mapper runs, {faces} faces per source")
+            made[part] = make_calibration_set(
+                gen, inv, lat[split].float(), attrs, lat[f"{split}_seeds"].tolist(), runs, faces,
+                seed=c.seed + (31 if part == "fit" else 32), log=log,
+                edit_scale=(0.4, 1.6) if part == "fit" else (1.0, 1.0),  # held out: the runs' own edits
+            )  # fmt: skip
+        fit, held = made["fit"], made["heldout"]
+        torch.save({"fit": fit.state(), "heldout": held.state()}, cache)
+    ostate = torch.load(work / "oracle.pt", map_location="cpu", weights_only=True)["state_dict"]
+    oracle = Oracle(width=ostate["body.0.weight"].shape[0])
+    oracle.load_state_dict(ostate)
+    oracle.eval()
+    before = agreement(oracle.predict(held.float_images()), held.labels, held.targets)
+    log(f"[calibrate] stage-one oracle vs rule on held-out edits: {before['target']}")
+    finetune_oracle(oracle, fit.images, fit.labels, c.calib_steps, c.oracle_batch, seed=c.seed + 33,
+                    pool_size=min(c.pool_size, 4096), progress=builder.progress)  # fmt: skip
+    after = agreement(oracle.predict(held.float_images()), held.labels, held.targets)
+    log(f"[calibrate] calibrated oracle vs rule on held-out edits: {after['target']}")
+    kinds = sorted(set(held.kinds))
+    pred = oracle.predict(held.float_images())
+    by_kind = {}
+    for kind in kinds:
+        i = torch.tensor([k == kind for k in held.kinds])
+        sub = agreement(
+            {a: p[i] for a, p in pred.items()}, held.labels[i], [t for t, m in zip(held.targets, i) if m]
+        )
+        by_kind[kind] = sub["target"]
+    metrics = {
+        "agreement_before": before,
+        "agreement": after,
+        "agreement_by_kind": by_kind,
+        "clean": evaluate_oracle(oracle, max(c.report_size, 8), seed=c.seed + 7),
+        "fit_size": len(fit),
+        "heldout_size": len(held),
+    }
+    torch.save({"state_dict": oracle.state_dict(), "metrics": metrics}, work / "oracle_calibrated.pt")
+    return metrics

@@ -1,0 +1,124 @@
+"""Ideal-edit metrics and the region rule on hand-made edits with known verdicts (renders, exact masks)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from src.evaluation.ideal import (
+    FaithfulThresholds,
+    changed_region,
+    ideal_edit_scores,
+    psnr_db,
+    region_fidelity,
+    sides,
+)
+from src.toyworld.attributes import Attributes, sample_attributes
+from src.toyworld.calibration import compose, read_by_rule, rule_labels
+from src.toyworld.render import render_batch
+
+
+@pytest.fixture(scope="module")
+def faces() -> tuple[list[Attributes], list[int]]:
+    import numpy as np
+
+    rng = np.random.default_rng(3)
+    return [sample_attributes(rng) for _ in range(6)], [1000 + i for i in range(6)]
+
+
+def edits(faces: tuple, attribute: str, value: str) -> dict[str, torch.Tensor]:
+    attrs, seeds = faces
+    source = render_batch(attrs, seeds)
+    ideal = render_batch([a.replace(**{attribute: value}) for a in attrs], seeds)
+    region = changed_region(ideal, source)
+    one_side = torch.where(sides(region, True)[:, :1], ideal, source)
+    colour = (ideal * region).sum((0, 2, 3), keepdim=True) / region.sum()
+    return {
+        "source": source,
+        "ideal": ideal,
+        "no-op": source.clone(),
+        "one side": one_side,
+        "global tint": source + 0.35 * (colour - source),
+    }
+
+
+def test_psnr_masks_and_identity() -> None:
+    a = torch.zeros(2, 3, 8, 8)
+    b = a.clone()
+    b[:, :, :4] = 0.2  # error only in the top half
+    top = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
+    top[:, :, :4] = True
+    assert torch.allclose(psnr_db(a, b, top), torch.full((2,), 10 * torch.log10(torch.tensor(4 / 0.04))))
+    assert (psnr_db(a, b, ~top) > 90).all()  # untouched half: identical
+    assert torch.isnan(psnr_db(a, b, torch.zeros_like(top))).all()  # empty mask
+
+
+def test_sides_split_a_pair_at_its_centroid() -> None:
+    region = torch.zeros(1, 1, 8, 8, dtype=torch.bool)
+    region[0, 0, 3, 1] = region[0, 0, 3, 6] = True
+    s = sides(region, paired=True)
+    assert s.shape == (1, 2, 8, 8) and s[0, 0, 3, 1] and s[0, 1, 3, 6] and s.sum() == 2
+    assert sides(region, paired=False).shape == (1, 1, 8, 8)
+
+
+@pytest.mark.parametrize(
+    "case, region_ok, collateral_ok",
+    [("ideal", True, True), ("one side", False, True), ("global tint", False, False), ("no-op", False, True)],
+)
+def test_verdicts_on_hand_made_ear_edits(
+    faces: tuple, case: str, region_ok: bool, collateral_ok: bool
+) -> None:
+    e = edits(faces, "ears", "pointed")
+    s = ideal_edit_scores(e[case], e["source"], e["ideal"], e["source"], "ears", FaithfulThresholds())
+    assert s["region_fidelity"].shape == (6, 2)
+    assert bool(s["region_ok"].all()) == region_ok and not (region_ok is False and s["region_ok"].any())
+    assert bool(s["collateral_ok"].all()) == collateral_ok
+    if case == "ideal":
+        assert (s["region_fidelity_min"] == 1).all() and (s["psnr_to_ideal"] > 90).all()
+    if case == "one side":  # one side perfect, the other untouched
+        fid = s["region_fidelity"].sort(1).values
+        assert (fid[:, 0] < 0.2).all() and (fid[:, 1] > 0.95).all()
+
+
+def test_global_edit_has_no_collateral_region(faces: tuple) -> None:
+    e = edits(faces, "style", "neon")
+    s = ideal_edit_scores(e["ideal"], e["source"], e["ideal"], e["source"], "style")
+    assert s["region_ok"].all() and s["collateral_ok"].all()  # undefined collateral never fails an edit
+
+
+def test_region_fidelity_is_nan_on_an_empty_side() -> None:
+    x = torch.zeros(1, 3, 4, 4)
+    fid = region_fidelity(x, x + 1, x - 1, torch.zeros(1, 2, 4, 4, dtype=torch.bool))
+    assert torch.isnan(fid).all()
+
+
+@pytest.mark.parametrize(
+    "attribute, value",
+    [("ears", "pointed"), ("eyebrow_color", "purple"), ("lip_color", "blue"), ("iris_color", "red")],
+)
+def test_rule_reads_like_a_person(faces: tuple, attribute: str, value: str) -> None:
+    """The ideal and a clear 60% blend read as the target; a no-op, a 30% global tint and (for pairs) one side
+    do not; and the other attributes keep their values."""
+    attrs, seeds = faces
+    e = edits(faces, attribute, value)
+    e["blend 0.6"] = e["source"] + 0.6 * (e["ideal"] - e["source"])
+    expect = {"ideal": True, "blend 0.6": True, "no-op": False, "global tint": False}
+    if attribute != "lip_color":  # lips are one part: "one side" is the whole lip
+        expect["one side"] = False
+    for case, want in expect.items():
+        for y, a, s in zip(e[case], attrs, seeds):
+            read = read_by_rule(y, a, s, (attribute, value))
+            assert (getattr(read, attribute) == value) == want, (case, a, s)
+            if case in ("ideal", "no-op"):
+                assert read.replace(**{attribute: getattr(a, attribute)}) == a, case
+
+
+def test_rule_labels_group_faces_and_composites_are_labelled(faces: tuple) -> None:
+    attrs, seeds = faces
+    e = edits(faces, "ears", "pointed")
+    x = compose(e["source"], e["ideal"], "ears", torch.Generator().manual_seed(0))
+    labels = rule_labels(torch.cat([x, e["source"]]), attrs * 2, seeds * 2, [("ears", "pointed")] * 12)
+    assert labels.shape == (12, 7)
+    assert (
+        labels[6:] == torch.stack([torch.from_numpy(a.encode()) for a in attrs])
+    ).all()  # renders read as is
