@@ -3,7 +3,10 @@
 # every counterfactual value x two (loss, augmentation) pairs, 150 steps, a checkpoint every 50. Runs 0-7 go to
 # <work>/calibration_runs/fit (the oracle is fine-tuned on their edits of train faces), runs 8-15 to .../heldout
 # (the oracle's agreement with the region rule is measured on their edits of test faces). Resumable: finished
-# runs are skipped. ~2 min per run on one core. Usage: scripts/calibration_runs.sh [work dir, default build/toyfaces]
+# runs are skipped. ~2 min per run on one core.
+# Usage: [ASSETS=<asset dir>] scripts/calibration_runs.sh [work dir, default build/toyfaces]
+# ASSETS: the generator/CLIP the runs train on (default: the shipped assets); in a fresh build, a provisional
+# export of the new generator (python -m src.toyworld.build --stages latents,export --out <dir>).
 set -euo pipefail
 WORK=${1:-build/toyfaces}
 PY=${PYTHON:-.venv/bin/python}
@@ -23,7 +26,7 @@ for i in $(seq 0 15); do
   rm -rf "$out"; mkdir -p "$(dirname "$out")"
   echo "$(date +%T) calibration run $i ($part): $attr:$val, loss=$loss aug=$aug"
   $PY -m src.train experiment=toyfaces prompt=custom "prompt.target=$text" "+domain.edits.custom=[$attr,$val]" \
-    loss="$loss" aug="$aug" seed=$((1000 + i)) trainer.max_steps=150 eval_after_fit=false logger=csv \
+    ${ASSETS:+"domain.asset_dir=$ASSETS"} loss="$loss" aug="$aug" seed=$((1000 + i)) trainer.max_steps=150 eval_after_fit=false logger=csv \
     callbacks.oracle_curve.evaluator=null callbacks.image_grid.every_n_steps=1000 \
     callbacks.model_checkpoint.every_n_train_steps=50 hydra.run.dir="$out" > "$out.log" 2>&1 || {
     echo "run $i failed: see $out.log"; exit 1; }

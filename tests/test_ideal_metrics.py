@@ -122,3 +122,19 @@ def test_rule_labels_group_faces_and_composites_are_labelled(faces: tuple) -> No
     assert (
         labels[6:] == torch.stack([torch.from_numpy(a.encode()) for a in attrs])
     ).all()  # renders read as is
+
+
+@pytest.mark.parametrize(
+    "case, faithful", [("ideal", 1.0), ("one side", 0.0), ("global tint", 0.0), ("no-op", 0.0)]
+)
+def test_evaluator_verdicts_with_the_shipped_oracle(case: str, faithful: float) -> None:
+    """The whole judge (shipped oracle + rule) on the test faces' own renders: only the ideal edit is faithful."""
+    from src.evaluation.toyfaces import ToyfacesEvaluator
+
+    ev = ToyfacesEvaluator({"elf_ears": ["ears", "pointed"]})
+    e = edits(ev.scenes(6), "ears", "pointed")
+    out = ev(e["source"], e[case], "elf_ears")
+    assert out["faithful_rate"] == faithful, out
+    assert out["region_fidelity_left"] is not None and out["region_fidelity_right"] is not None
+    assert out["faithful_thresholds"]["min_region_fidelity"] == 0.5
+    assert ev.last["faithful"].shape == (6,) and ev.last["ideal"].shape == e["ideal"].shape

@@ -149,3 +149,11 @@ def test_layering_of_the_evaluation_code():
 def test_no_import_cycles_in_src():
     cycles = find_cycles(import_graph())
     assert not cycles, "import cycles in src/:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+def test_the_judge_never_trains_anything():
+    """The oracle and its calibration data are evaluation-only: nothing a training step runs can reach them."""
+    graph = import_graph()
+    judge = {"src.toyworld.oracle", "src.toyworld.calibration", "src.toyworld.calibration_set"}
+    for trainer_side in ("src.losses", "src.module", "src.augment", "src.data.latents", "src.builders"):
+        assert not judge & (reachable(graph, trainer_side) | {trainer_side}), trainer_side

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from src.evaluation.ideal import FaithfulThresholds, ideal_edit_scores, summarize
+from src.toyworld.assets import ASSET_DIR
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
 from src.toyworld.render import attribute_mask, render
 
@@ -116,8 +117,10 @@ class ToyfacesEvaluator:
 
     def ceilings(self, attribute: str, value: str) -> dict[str, Any] | None:
         """The build report's ceilings for this edit (the world's inversion of the ideal edit), if it has them."""
-        from src.toyworld.assets import load_report
+        from src.toyworld.assets import load_report, manifest
 
+        if "report.json" not in manifest(self.asset_dir or ASSET_DIR)["files"]:  # a provisional export
+            return None
         return load_report(self.asset_dir).get("ceilings", {}).get(f"{attribute}:{value}")
 
     @property

@@ -237,8 +237,11 @@ def export(work: Path, out: Path, cfg: Any, build_command: str) -> None:
         out / "latents.pt",
     )
     torch.save(_fp16(lat["sampler"]), out / "sampler.pt")
-    report = json.loads((work / "report.json").read_text())
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    if (work / "report.json").is_file():  # a provisional export (before calibrate/report) has no report yet
+        report = json.loads((work / "report.json").read_text())
+        (out / "report.json").write_text(json.dumps(report, indent=2))
+    elif (out / "report.json").is_file():
+        (out / "report.json").unlink()  # never ship the report of other weights
     (out / "build_config.json").write_text(json.dumps(asdict(cfg), indent=2))
     write_manifest(out, build_command)
 

@@ -71,7 +71,7 @@ class BuildConfig:
         160  # random train faces per source of the calibration set (per checkpoint for mapper runs)
     )
     calib_heldout_faces: int = 64  # random test faces per source of the held-out agreement set
-    calib_steps: int = 2000
+    calib_steps: int = 3000
     ceiling_faces: int = 64  # test faces per counterfactual value for the ideal-edit ceilings
 
     @classmethod

@@ -173,7 +173,7 @@ def calibrate(builder: object, c: object) -> dict:
             made[part] = make_calibration_set(
                 gen, inv, lat[split].float(), attrs, lat[f"{split}_seeds"].tolist(), runs, faces,
                 seed=c.seed + (31 if part == "fit" else 32), log=log,
-                edit_scale=(0.4, 1.6) if part == "fit" else (1.0, 1.0),  # held out: the runs' own edits
+                edit_scale=(0.4, 2.5) if part == "fit" else (1.0, 1.0),  # held out: the runs' own edits
             )  # fmt: skip
         fit, held = made["fit"], made["heldout"]
         torch.save({"fit": fit.state(), "heldout": held.state()}, cache)

@@ -123,6 +123,29 @@ def evaluate_oracle(model: Oracle, n: int = 1000, seed: int = 0, device: str = "
     return metrics
 
 
+def _step(
+    model: Oracle,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    is_valid: torch.Tensor,
+    device_type: str,
+    bf16: bool,
+) -> torch.Tensor:
+    """One optimisation step: cross-entropy per attribute head on the first len(y) images, valid-face BCE on all."""
+    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
+        out = {k: v.float() for k, v in model(x).items()}
+    n = y.shape[0]
+    loss = sum(F.cross_entropy(out[a][:n], y[:, i]) for i, a in enumerate(LABEL_ATTRIBUTES))
+    loss = loss + F.binary_cross_entropy_with_logits(out["valid"], is_valid)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    sched.step()
+    return loss
+
+
 def train_oracle(
     num_steps: int = 1500,
     batch: int = 128,
@@ -155,14 +178,7 @@ def train_oracle(
         x = torch.cat([x, corrupt(x[:n_bad], g)]).to(device)
         y = y.to(device)
         is_valid = torch.cat([torch.ones(batch), torch.zeros(n_bad)]).to(device)
-        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=bf16):
-            out = {k: v.float() for k, v in model(x).items()}
-        loss = sum(F.cross_entropy(out[a][:batch], y[:, i]) for i, a in enumerate(LABEL_ATTRIBUTES))
-        loss = loss + F.binary_cross_entropy_with_logits(out["valid"], is_valid)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        loss = _step(model, opt, sched, x, y, is_valid, torch.device(device).type, bf16)
         if progress and (step % 100 == 0 or step == num_steps - 1):
             print(f"oracle step {step}/{num_steps} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f}s)")
     model.eval()
@@ -213,14 +229,7 @@ def finetune_oracle(
         x = torch.cat([x, corrupt(xr[:n_bad], g)])
         y = torch.cat([yr, yg])
         is_valid = torch.cat([torch.ones(2 * half), torch.zeros(n_bad)])
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            out = {k: v.float() for k, v in model(x).items()}
-        loss = sum(F.cross_entropy(out[a][: 2 * half], y[:, j]) for j, a in enumerate(LABEL_ATTRIBUTES))
-        loss = loss + F.binary_cross_entropy_with_logits(out["valid"], is_valid)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
+        loss = _step(model, opt, sched, x, y, is_valid, "cpu", True)
         if progress and (step % 100 == 0 or step == num_steps - 1):
             print(
                 f"oracle calibration step {step}/{num_steps} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f}s)"
