@@ -206,8 +206,6 @@ def final_eval(cfg: DictConfig, module: Any, datamodule: Any, loggers: list) -> 
 
     if ceiling_table(result):
         log.info("%s", ceiling_table(result))
-    if result.get("grid"):
-        log.info("evaluation grid (source | edit | ideal): %s", result["grid"])
     return flat
 
 
@@ -270,6 +268,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             log.info("checkpoint: %s", ckpt_cb.last_model_path)
         if grid:
             log.info("image grid (top: source, bottom: edited): %s", grid)
+        eval_grid = os.path.join(cfg.paths.output_dir, "eval", "eval_grid.png")
+        if cfg.get("eval_after_fit") and os.path.isfile(eval_grid):
+            log.info("evaluation grid (source | edit | ideal, enlarged): %s", eval_grid)
     from src.utils.loggers import finish_wandb
 
     finish_wandb()  # close this run's W&B run now (sweeps and notebooks call train() repeatedly)

@@ -288,4 +288,11 @@ def unpack_to_work(work: Path, asset_dir: Path | str = ASSET_DIR) -> list[str]:
         return lat
 
     put("latents.pt", latents)
+    if not (work / "timings.json").is_file() and "report.json" in manifest(asset_dir)["files"]:
+        # the unpacked stages keep the times they took when they were built
+        times = {
+            k: v for k, v in load_report(str(asset_dir)).get("build_seconds", {}).items() if k != "export"
+        }
+        (work / "timings.json").write_text(json.dumps(times, indent=2))
+        wrote.append("timings.json")
     return wrote
