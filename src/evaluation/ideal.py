@@ -39,8 +39,8 @@ def psnr_db(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) 
         mask = torch.ones_like(err)
     mask = mask.float()
     count = mask.sum((1, 2, 3))
-    mse = (err * mask).sum((1, 2, 3)) / count.clamp_min(1)
-    out = 10 * torch.log10(4.0 / mse.clamp_min(1e-10))
+    mse01 = (err * mask).sum((1, 2, 3)) / count.clamp_min(1) / 4  # on the [0, 1] scale
+    out = -10 * torch.log10(mse01.clamp_min(1e-10))
     return torch.where(count > 0, out, torch.full_like(out, float("nan")))
 
 

@@ -23,7 +23,7 @@ from functools import cache
 import torch
 import torch.nn.functional as F
 
-from src.evaluation.ideal import CHANGE_THRESHOLD, PAIRED, dilate, region_fidelity, sides
+from src.evaluation.ideal import CHANGE_THRESHOLD, PAIRED, changed_region, dilate, region_fidelity, sides
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
 from src.toyworld.render import render_batch
 
@@ -66,7 +66,7 @@ def read_by_rule(
         cands = _candidates(attrs, seed, attribute)
         values = SCHEMA[attribute].values
         pair = cands[[values.index(getattr(attrs, attribute)), values.index(value)]]
-        region = (pair[1] - pair[0]).abs().amax(0, keepdim=True)[None] > CHANGE_THRESHOLD
+        region = changed_region(pair[1:], pair[:1])
         fid = region_fidelity(y[None], pair[1:], pair[:1], sides(region, attribute in PAIRED))
         if bool(torch.nan_to_num(fid, nan=1.0).amin() >= min_fidelity):
             read = attrs.replace(**{attribute: value})
@@ -108,7 +108,7 @@ def compose(source: torch.Tensor, ideal: torch.Tensor, attribute: str, g: torch.
     blend inside the region, the target colour as a ring around the part, a global cast toward it, a blurred ideal,
     the ideal under a colour cast. Their labels come from the rule, never from the kind."""
     n = source.shape[0]
-    region = (ideal - source).abs().amax(1, keepdim=True) > CHANGE_THRESHOLD  # (N, 1, H, W)
+    region = changed_region(ideal, source)  # (N, 1, H, W)
     colour = (ideal * region).sum((2, 3), keepdim=True) / region.sum((2, 3), keepdim=True).clamp_min(1)
     u = lambda lo, hi: lo + (hi - lo) * torch.rand(n, 1, 1, 1, generator=g)  # noqa: E731
     one_side = sides(region, attribute in PAIRED)[

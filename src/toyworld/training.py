@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.evaluation import ideal
 from src.models.weights import save_atomic
 from src.toyworld.attributes import COUNTERFACTUAL_VALUES, SCHEMA, counterfactual_rates, uniform_rates
 from src.toyworld.captions import caption, hard_negative_captions
@@ -99,9 +100,8 @@ class Resumable:
 
 
 def psnr_db(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """PSNR per image in dB, images in [-1, 1] compared on the [0, 1] scale."""
-    mse = ((x.clamp(-1, 1) - y) / 2).pow(2).flatten(1).mean(1)
-    return -10 * torch.log10(mse.clamp_min(1e-10))
+    """PSNR per image in dB of generated images ``x`` (clamped to [-1, 1]) against ``y``, on the [0, 1] scale."""
+    return ideal.psnr_db(x.clamp(-1, 1), y)
 
 
 def train_autoencoder(
