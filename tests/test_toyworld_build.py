@@ -291,3 +291,20 @@ def test_robust_clip_views_warp_half_the_batch_and_cast_colours_reproducibly():
     # warp only: the second half of the batch is untouched, the first half moved
     d = robust_views(x, torch.Generator().manual_seed(0), perspective(0.5), 0.0)
     assert torch.equal(d[3:], x[3:]) and not torch.allclose(d[:3], x[:3])
+
+
+def test_calibration_sets_are_reused_only_for_the_same_runs_and_settings(smoke_assets, capsys):
+    from src.toyworld.build import BuildConfig, Builder
+
+    work = smoke_assets.parent / "work"
+    builder = Builder(BuildConfig.smoke(), work, smoke_assets.parent / "recalibrated")
+    builder.run(("calibrate",), force=True)
+    assert (
+        "calibration sets from" in capsys.readouterr().out
+    )  # same runs, same settings: the labelled sets are reused
+    sets = torch.load(work / "calibration.pt", weights_only=True)
+    sets["key"] = sets["key"] + ["a run that is gone"]
+    torch.save(sets, work / "calibration.pt")
+    builder.run(("calibrate",), force=True)
+    out = capsys.readouterr().out
+    assert "calibration sets from" not in out and "labelling" in out  # other runs: made and labelled again

@@ -156,9 +156,13 @@ def calibrate(builder: object, c: object) -> dict:
     work, log = builder.work, builder.log
     gen, inv = builder.load_autoencoder()
     lat = torch.load(work / "latents.pt", map_location="cpu", weights_only=True)
-    cache = work / "calibration.pt"
-    if cache.is_file():
-        sets = torch.load(cache, map_location="cpu", weights_only=True)
+    cache = work / "calibration.pt"  # the labelled sets, reused while the runs and settings are the same
+    runs = {part: run_checkpoints(work / c.calibration_runs / part) for part in ("fit", "heldout")}
+    key = [c.seed, c.calib_faces, c.calib_heldout_faces] + [
+        str(p) for part in runs.values() for r in part for p in r
+    ]
+    sets = torch.load(cache, map_location="cpu", weights_only=True) if cache.is_file() else {}
+    if sets.get("key") == key:
         fit, held = CalibrationSet(**sets["fit"]), CalibrationSet(**sets["heldout"])
         log(f"[calibrate] calibration sets from {cache}")
     else:
@@ -168,15 +172,14 @@ def calibrate(builder: object, c: object) -> dict:
             ("test", "heldout", c.calib_heldout_faces),
         ):
             attrs = [Attributes.decode(v.numpy()) for v in lat[f"{split}_labels"]]
-            runs = run_checkpoints(work / c.calibration_runs / part)
-            log(f"[calibrate] {part}: {len(runs)} mapper runs, {faces} faces per source")
+            log(f"[calibrate] {part}: {len(runs[part])} mapper runs, {faces} faces per source")
             made[part] = make_calibration_set(
-                gen, inv, lat[split].float(), attrs, lat[f"{split}_seeds"].tolist(), runs, faces,
+                gen, inv, lat[split].float(), attrs, lat[f"{split}_seeds"].tolist(), runs[part], faces,
                 seed=c.seed + (31 if part == "fit" else 32), log=log,
                 edit_scale=(0.4, 2.5) if part == "fit" else (1.0, 1.0),  # held out: the runs' own edits
             )  # fmt: skip
         fit, held = made["fit"], made["heldout"]
-        torch.save({"fit": fit.state(), "heldout": held.state()}, cache)
+        torch.save({"fit": fit.state(), "heldout": held.state(), "key": key}, cache)
     ostate = torch.load(work / "oracle.pt", map_location="cpu", weights_only=True)["state_dict"]
     oracle = Oracle(width=ostate["body.0.weight"].shape[0])
     oracle.load_state_dict(ostate)
