@@ -73,11 +73,13 @@ def judge(
     attribute: str,
     value: str,
     thresholds: FaithfulThresholds = FaithfulThresholds(),
+    readings: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None,
 ) -> tuple[dict[str, Any], torch.Tensor]:
     """Ideal-edit metrics of edits ``x_hat`` of reconstructions ``x`` (the ideal render and the source render of the
-    same faces given): (summary, per-face faithful verdicts (N,) bool). Also used for the build's ceilings."""
+    same faces given): (summary, per-face faithful verdicts (N,) bool). Also used for the build's ceilings.
+    ``readings``: the oracle's predictions on (x, x_hat) when the caller has them already."""
     scores = ideal_edit_scores(x_hat, x, ideal, source, attribute, thresholds)
-    p_src, p_edit = oracle.predict(x), oracle.predict(x_hat)
+    p_src, p_edit = readings or (oracle.predict(x), oracle.predict(x_hat))
     read = p_edit[attribute] == SCHEMA[attribute].index(value)
     kept = torch.stack([p_edit[a] == p_src[a] for a in LABEL_ATTRIBUTES if a != attribute]).all(0)
     faithful = read & scores["region_ok"] & kept & scores["collateral_ok"]
@@ -152,21 +154,16 @@ class ToyfacesEvaluator:
         x, x_hat = x.float().cpu(), x_hat.float().cpu()
         oracle = self.oracle
         p_src, p_edit = oracle.predict(x), oracle.predict(x_hat)
-        out: dict[str, Any] = {"target": f"{attribute}:{value}", "n": x.shape[0]}
-        out["edit_accuracy"] = (p_edit[attribute] == label).float().mean().item()
+        attrs, seeds = self.scenes(x.shape[0])
+        ideal_t, mask, source = ideal_edits(attrs, seeds, attribute, value)
+        ideal_metrics, faithful = judge(
+            oracle, x, x_hat, ideal_t, source, attribute, value, self.thresholds, (p_src, p_edit)
+        )
+        out: dict[str, Any] = {"target": f"{attribute}:{value}", "n": x.shape[0], **ideal_metrics}
         out["unedited_accuracy"] = (p_src[attribute] == label).float().mean().item()
         per = {a: (p_edit[a] == p_src[a]).float().mean().item() for a in LABEL_ATTRIBUTES if a != attribute}
         out["preservation"] = float(np.mean(list(per.values())))
         out["preservation_per_attribute"] = per
-        attrs, seeds = self.scenes(x.shape[0])
-        ideal_t, mask, source = ideal_edits(attrs, seeds, attribute, value)
-        ideal_metrics, faithful = judge(oracle, x, x_hat, ideal_t, source, attribute, value, self.thresholds)
-        out = {
-            "target": out["target"],
-            "n": out["n"],
-            **ideal_metrics,
-            **{k: v for k, v in out.items() if k not in ideal_metrics},
-        }
         out["faithful_thresholds"] = dataclasses.asdict(self.thresholds)
         out["ceiling"] = self.ceilings(attribute, value)
         self.last = {"ideal": ideal_t, "faithful": faithful}
