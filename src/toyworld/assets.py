@@ -282,9 +282,8 @@ def unpack_to_work(work: Path, asset_dir: Path | str = ASSET_DIR) -> list[str]:
         lat = load("latents.pt", asset_dir)
         lat = {k: v.float() if k in ("train", "test") else v for k, v in lat.items()}
         lat["sampler"] = f32(load("sampler.pt", asset_dir))
-        lat["latent_avg"] = gen[
-            "latent_avg"
-        ].float()  # the mean of the fp32 latents, as the generator shipped it
+        # the mean of the fp32 latents, as the generator shipped it (a mean of fp16 latents differs in its last bits)
+        lat["latent_avg"] = gen["latent_avg"].float()
         return lat
 
     put("latents.pt", latents)

@@ -188,12 +188,11 @@ def calibrate(builder: object, c: object) -> dict:
     log(f"[calibrate] stage-one oracle vs rule on held-out edits: {before['target']}")
     finetune_oracle(oracle, fit.images, fit.labels, c.calib_steps, c.oracle_batch, seed=c.seed + 33,
                     pool_size=min(c.pool_size, 4096), progress=builder.progress)  # fmt: skip
-    after = agreement(oracle.predict(held.float_images()), held.labels, held.targets)
-    log(f"[calibrate] calibrated oracle vs rule on held-out edits: {after['target']}")
-    kinds = sorted(set(held.kinds))
     pred = oracle.predict(held.float_images())
+    after = agreement(pred, held.labels, held.targets)
+    log(f"[calibrate] calibrated oracle vs rule on held-out edits: {after['target']}")
     by_kind = {}
-    for kind in kinds:
+    for kind in sorted(set(held.kinds)):
         i = torch.tensor([k == kind for k in held.kinds])
         sub = agreement(
             {a: p[i] for a, p in pred.items()}, held.labels[i], [t for t, m in zip(held.targets, i) if m]
