@@ -44,6 +44,14 @@ def test_probe_json_without_augmentation_prefers_the_ideal_edit(tmp_path):
     assert losses["ideal"]["latent_l2"] == 0.0  # image candidates have no latents
     assert losses["ideal"]["total"] < min(losses["tint 0.2"]["total"], losses["iris_color=green"]["total"])
     assert out["ideal_beats_shortcuts"] and out["best"] == "ideal"
+    # the judge's pixel rules: the ideal passes on every face, no edit and the wrong part never do
+    judge = out["judge"]
+    assert judge["ideal"]["rule_faithful_rate"] == 1.0 and judge["ideal"]["region_fidelity_min"] == 1.0
+    assert (
+        judge["no edit"]["rule_faithful_rate"] == 0.0
+        and judge["iris_color=green"]["rule_faithful_rate"] == 0.0
+    )
+    assert judge["tint 0.2"]["collateral_psnr"] < 28.0 and out["best_is_faithful"]
 
 
 def test_probe_needs_a_prompt_with_ground_truth(tmp_path):

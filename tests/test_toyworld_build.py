@@ -25,6 +25,7 @@ ASSET_FILES = {
     "clip.pt",
     "latents.pt",
     "sampler.pt",
+    "identity.pt",
     "report.json",
     "build_config.json",
 }
@@ -40,6 +41,7 @@ REPORT_KEYS = {
     "oracle_rule_agreement",  # the calibrated oracle vs the region rule, per counterfactual value
     "oracle_rule_agreement_min",
     "ceilings",  # the ideal-edit metrics of the world's inversion of each ideal edit
+    "identity_verification",  # the identity net's same/different-face accuracy on held-out faces
 }
 
 
@@ -74,6 +76,8 @@ def test_assets_load_through_the_common_model_code(smoke_assets):
     assert clip.encode_image(x).shape == (2, clip.embed_dim)
     assert assets.load_oracle(str(smoke_assets)).predict(x)["ears"].shape == (2,)
     assert assets.load_sampler(str(smoke_assets)).sample(3).shape == (3, gen.n_latent, gen.style_dim)
+    ident = assets.load_identity(str(smoke_assets))
+    assert ident(x).shape == (2, ident.dim) and not any(p.requires_grad for p in ident.parameters())
 
 
 def test_a_modified_asset_is_refused_with_the_fix(smoke_assets, tmp_path):
@@ -201,8 +205,18 @@ def test_from_assets_rebuilds_only_the_later_stages(smoke_assets, tmp_path):
         )
         == 0
     )
-    assert {"oracle.pt", "clip.pt", "autoencoder.pt", "latents.pt"} <= {p.name for p in work.iterdir()}
-    for name in ("generator.pt", "inverter.pt", "latents.pt", "sampler.pt", "oracle.pt", "clip.pt"):
+    assert {"oracle.pt", "clip.pt", "autoencoder.pt", "identity.pt", "latents.pt"} <= {
+        p.name for p in work.iterdir()
+    }
+    for name in (
+        "generator.pt",
+        "inverter.pt",
+        "latents.pt",
+        "sampler.pt",
+        "oracle.pt",
+        "clip.pt",
+        "identity.pt",
+    ):
         assert assets.sha256(out / name) == assets.sha256(smoke_assets / name), name
 
 

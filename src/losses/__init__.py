@@ -2,7 +2,7 @@
 
 from src.losses.base import LossSum, LossTerm, StepContext, TextFeatures
 from src.losses.clip import CLIPNCELoss, DirectionalCLIPLoss, GlobalCLIPLoss, clip_nce
-from src.losses.regularizers import ConvEmbedder, IdentityLoss, LatentL2Loss, PerceptualLoss
+from src.losses.regularizers import ConvEmbedder, IdentityLoss, LatentL2Loss, PerceptualLoss, PixelL1Loss
 
 __all__ = [
     "CLIPNCELoss",
@@ -14,6 +14,7 @@ __all__ = [
     "LossSum",
     "LossTerm",
     "PerceptualLoss",
+    "PixelL1Loss",
     "StepContext",
     "TextFeatures",
     "clip_nce",

@@ -1,4 +1,4 @@
-"""Terms that keep the edit close to the source: latent L2, identity (ArcFace-style) and perceptual."""
+"""Terms that keep the edit close to the source: latent L2, pixel L1, identity (ArcFace-style) and perceptual."""
 
 from __future__ import annotations
 
@@ -18,6 +18,16 @@ class LatentL2Loss(LossTerm):
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
         return F.mse_loss(ctx.w_hat, ctx.w)
+
+
+class PixelL1Loss(LossTerm):
+    """Mean |x_hat - x| over pixels (not in the paper): L1 prefers a few strongly changed pixels to a diffuse tint,
+    so the edit keeps what the prompt does not name. Needs no mask, so it is the same rule for every prompt."""
+
+    requires = frozenset({"images"})
+
+    def forward(self, ctx: StepContext) -> torch.Tensor:
+        return (ctx.need("x_hat") - ctx.need("x")).abs().mean()
 
 
 class IdentityLoss(LossTerm):

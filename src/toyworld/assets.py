@@ -131,6 +131,16 @@ def load_oracle(asset_dir: str | None = None) -> torch.nn.Module:
     return oracle.eval().requires_grad_(False)
 
 
+def load_identity(asset_dir: str | None = None) -> torch.nn.Module:
+    """The toy identity net (the ArcFace analogue of the identity loss; never the oracle), frozen."""
+    from src.toyworld.identity import IdentityNet
+
+    state = load("identity.pt", asset_dir or ASSET_DIR)
+    net = IdentityNet(width=int(state.pop("width")), dim=int(state.pop("dim")))
+    net.load_state_dict({k: v.float() for k, v in state.items()})
+    return net.eval().requires_grad_(False)
+
+
 def load_latents(split: str, asset_dir: str | None = None) -> dict[str, torch.Tensor]:
     """{'latents': (N, L, D) float32, 'labels': (N, A) render attributes, 'seeds': (N,) render seeds}."""
     data = load("latents.pt", asset_dir or ASSET_DIR)
@@ -222,6 +232,11 @@ def export(work: Path, out: Path, cfg: Any, build_command: str) -> None:
     state = _fp16(oracle["state_dict"])
     state["width"] = torch.tensor(oracle["state_dict"]["body.0.weight"].shape[0])
     torch.save(state, out / "oracle.pt")
+    identity = torch.load(work / "identity.pt", map_location="cpu", weights_only=True)
+    state = _fp16(identity["state_dict"])
+    state["width"] = torch.tensor(identity["state_dict"]["body.0.weight"].shape[0])
+    state["dim"] = torch.tensor(identity["state_dict"]["head.weight"].shape[0])
+    torch.save(state, out / "identity.pt")
     clip = torch.load(work / "clip.pt", map_location="cpu", weights_only=True)["state_dict"]
     ids = used_token_ids()
     emb = clip.pop("token_embedding.weight")
@@ -239,6 +254,9 @@ def export(work: Path, out: Path, cfg: Any, build_command: str) -> None:
     torch.save(_fp16(lat["sampler"]), out / "sampler.pt")
     if (work / "report.json").is_file():  # a provisional export (before calibrate/report) has no report yet
         report = json.loads((work / "report.json").read_text())
+        # the identity net's held-out verification (its own stage measures it; a report written before that
+        # stage existed gets it here)
+        report["identity_verification"] = identity["metrics"]
         (out / "report.json").write_text(json.dumps(report, indent=2))
     elif (out / "report.json").is_file():
         (out / "report.json").unlink()  # never ship the report of other weights
@@ -272,6 +290,16 @@ def unpack_to_work(work: Path, asset_dir: Path | str = ASSET_DIR) -> list[str]:
     f32 = lambda s: {k: v.float() if v.is_floating_point() else v for k, v in s.items()}  # noqa: E731
     put("oracle.pt", lambda: {"state_dict": f32(load_oracle(str(asset_dir)).state_dict())})
     put("clip.pt", lambda: {"state_dict": load_clip(str(asset_dir)).model.state_dict()})
+    if "identity.pt" in manifest(asset_dir)["files"]:
+        put(
+            "identity.pt",
+            lambda: {
+                "state_dict": load_identity(str(asset_dir)).state_dict(),
+                "metrics": load_report(str(asset_dir)).get("identity_verification", {})
+                if "report.json" in manifest(asset_dir)["files"]
+                else {},
+            },
+        )
     gen = load("generator.pt", asset_dir)
     put(
         "autoencoder.pt",

@@ -1,9 +1,9 @@
 """Build the toyfaces world from nothing but the renderer: ``python -m src.toyworld.build [--smoke]``.
 
 Stages (each resumable; finished stages are skipped): oracle -> clip -> autoencoder (toy StyleGAN2 +
-inverter) -> latents (natural renders inverted by the inverter + a few steps of W+ optimisation; a
-random-latent sampler) -> calibrate (the oracle fine-tuned on generated edits labelled by the region rule) ->
-report (targets, the oracle's agreement with the rule, the ideal-edit ceilings) -> export (fp16 assets, manifest
+inverter) -> identity (the toy ArcFace of the identity loss) -> latents (natural renders inverted by the
+inverter + a few steps of W+ optimisation; a random-latent sampler) -> calibrate (the oracle fine-tuned on
+generated edits labelled by the region rule) -> report (targets, the oracle's agreement with the rule, the ideal-edit ceilings) -> export (fp16 assets, manifest
 with sha256). ``--smoke`` runs every stage for a few steps in seconds (tests use it). ``--from-assets`` unpacks
 the shipped assets into the build dir first, so later stages rebuild without the earlier ones.
 """
@@ -28,7 +28,7 @@ from src.toyworld.models import GaussianLatentSampler, Inverter, build_generator
 from src.toyworld.pool import TEST_SEED_OFFSET
 from src.toyworld.render import render_batch
 
-STAGES = ("oracle", "clip", "autoencoder", "latents", "calibrate", "report", "export")
+STAGES = ("oracle", "clip", "autoencoder", "identity", "latents", "calibrate", "report", "export")
 
 
 @dataclass
@@ -73,6 +73,10 @@ class BuildConfig:
     calib_heldout_faces: int = 64  # random test faces per source of the held-out agreement set
     calib_steps: int = 3000
     ceiling_faces: int = 64  # test faces per counterfactual value for the ideal-edit ceilings
+    identity_steps: int = (
+        500  # the identity net (src.toyworld.identity), the toy ArcFace of the identity loss
+    )
+    identity_batch: int = 64
 
     @classmethod
     def smoke(cls) -> BuildConfig:
@@ -98,6 +102,8 @@ class BuildConfig:
             calib_heldout_faces=2,
             calib_steps=2,
             ceiling_faces=2,
+            identity_steps=2,
+            identity_batch=4,
         )
 
 
@@ -205,6 +211,25 @@ class Builder:
         inv.load_state_dict(state["inverter"])
         return gen.eval().requires_grad_(False), inv.eval().requires_grad_(False)  # frozen from here on
 
+    def stage_identity(self) -> None:
+        """The identity net, trained on its own renders and their reconstructions (never the oracle's)."""
+        from src.toyworld.identity import train_identity
+
+        c = self.cfg
+        gen, inv = self.load_autoencoder()
+        net, metrics = train_identity(
+            c.identity_steps,
+            c.identity_batch,
+            seed=c.seed,
+            gen=gen,
+            inv=inv,
+            resume_path=str(self.path("identity.resume.pt")),
+            progress=self.progress,
+            eval_size=max(c.report_size, 8),
+        )
+        self.log(f"[identity] verification on held-out faces: {metrics}")
+        torch.save({"state_dict": net.state_dict(), "metrics": metrics}, self.path("identity.pt"))
+
     def stage_latents(self) -> None:
         """Inverted natural renders (no counterfactual value) for mapper training and testing + a sampler."""
         from src.toyworld.training import invert, refine
@@ -259,6 +284,7 @@ class Builder:
             "oracle": "oracle.pt",
             "clip": "clip.pt",
             "autoencoder": "autoencoder.pt",
+            "identity": "identity.pt",
             "latents": "latents.pt",
             "calibrate": "oracle_calibrated.pt",
             "report": "report.json",

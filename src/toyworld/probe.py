@@ -5,7 +5,9 @@ the ideal counterfactual of the prompt (the same face with only the target attri
 whole-image tints toward the colour the ideal edit paints and the colour on the wrong part (green eyes for green
 lipstick: the colour-part binding a weak CLIP lacks), then scores each with the configured CLIP loss
 terms exactly as a training step would (same augmentation, same cached text features). No training, ~1 min.
-A loss that scores a tint below the ideal will train a tint: the probe tells before a sweep does.
+A loss that scores a tint below the ideal will train a tint: the probe tells before a sweep does. Each candidate
+is also judged with the toyfaces judge's pixel rules (region fidelity per side, collateral PSNR; docs/judge.md), so
+``best_is_faithful`` says whether the loss's favourite is an edit the judge would pass.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from src.evaluation.ideal import FaithfulThresholds, ideal_edit_scores, nanmean
 from src.evaluation.toyfaces import ToyfacesEvaluator
 from src.losses.base import StepContext
 from src.module import add_clip_features, encode_prompt
@@ -73,7 +76,10 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
     x, cands = candidates(attribute, value, int(p.n), int(p.seed), list(p.tints))
     w = x.new_zeros(x.shape[0], 1, 1)  # image candidates have no latents: latent terms read 0
     results: dict[str, dict[str, float]] = {}
+    judged: dict[str, dict[str, float | None]] = {}
+    thresholds = FaithfulThresholds(**{"dilate": cfg.domain.evaluator.get("dilate", 2), **_faithful(cfg)})
     for name, x_hat in cands.items():
+        judged[name] = judge_candidate(x_hat, x, cands["ideal"], attribute, thresholds)
         torch.manual_seed(int(p.aug_seed))  # the same views for every candidate
         ctx = StepContext(w=w, w_hat=w, text=text, x=x, x_hat=x_hat)
         total, parts = loss(add_clip_features(ctx, clip, augment, loss.requires, cfg.model.augment_source))
@@ -87,8 +93,29 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
         "n": int(p.n),
         "aug": OmegaConf.to_container(cfg.aug, resolve=True),
         "losses": results,
+        "judge": judged,
         "best": best,
         "ideal_beats_shortcuts": all(results["ideal"]["total"] < v for v in shortcuts.values()),
+        # the loss's favourite passes the judge's pixel rule (region fidelity on every side + collateral)
+        "best_is_faithful": (judged[best]["rule_faithful_rate"] or 0.0) >= 0.5,
+    }
+
+
+def _faithful(cfg: DictConfig) -> dict[str, float]:
+    node = cfg.domain.evaluator.get("faithful")
+    return dict(OmegaConf.to_container(node, resolve=True)) if node is not None else {}
+
+
+def judge_candidate(
+    x_hat: torch.Tensor, x: torch.Tensor, ideal: torch.Tensor, attribute: str, thresholds: FaithfulThresholds
+) -> dict[str, float | None]:
+    """The toyfaces judge's pixel metrics of a candidate (the same as src.eval's, the source render standing in
+    for the reconstruction): worst-side region fidelity, collateral PSNR, and the share passing both rules."""
+    s = ideal_edit_scores(x_hat, x, ideal, x, attribute, thresholds)
+    return {
+        "region_fidelity_min": nanmean(s["region_fidelity_min"]),
+        "collateral_psnr": nanmean(s["collateral_psnr"].clamp_max(99.0)),
+        "rule_faithful_rate": (s["region_ok"] & s["collateral_ok"]).float().mean().item(),
     }
 
 
