@@ -7,15 +7,17 @@ views); total, parts = loss(ctx). Only the mapper trains, and only its weights g
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from src.augment import MultiView
-from src.data.prompts import Prompt
+from src.data.prompts import Prompt, part_negatives
 from src.losses.base import LossSum, StepContext, TextFeatures
 from src.models.frozen import freeze, is_frozen
 
@@ -160,11 +162,29 @@ class CFCLIPModule(pl.LightningModule):
 
 
 @torch.no_grad()
+def derived_negatives(clip: nn.Module, prompt: Prompt) -> list[str]:
+    """prompt.negatives plus those its auto_negatives rule derives with this CLIP (template-averaged cosines)."""
+    rule = prompt.auto_negatives
+    if not rule:
+        return list(prompt.negatives)
+    cache: dict[str, torch.Tensor] = {}
+
+    def embed(text: str) -> torch.Tensor:
+        if text not in cache:
+            cache[text] = F.normalize(clip.encode_text(prompt.with_templates(text)).float().mean(0), dim=0)
+        return cache[text]
+
+    sim = lambda a, b: float(embed(a) @ embed(b))  # noqa: E731
+    derived = part_negatives(prompt.target, list(rule["parts"]), sim, float(rule.get("max_cos", 0.95)))
+    logging.getLogger("cfclip").info("negatives derived for %r: %s", prompt.target, derived or "none")
+    return list(dict.fromkeys([*prompt.negatives, *derived]))
+
+
 def encode_prompt(clip: nn.Module, prompt: Prompt) -> TextFeatures:
     """The prompt's normalised text features: plain target/source and every template of each (and of every
-    negative: (0, E) without negatives)."""
+    negative, given or derived: (0, E) without negatives)."""
     target_templates = clip.encode_text(prompt.with_templates(prompt.target))
-    negatives = [t for text in prompt.negatives for t in prompt.with_templates(text)]
+    negatives = [t for text in derived_negatives(clip, prompt) for t in prompt.with_templates(text)]
     return TextFeatures(
         target=clip.encode_text([prompt.target])[0],
         source=clip.encode_text([prompt.source])[0],

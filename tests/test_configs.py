@@ -48,14 +48,14 @@ def test_user_command_composes(tmp_path):
     assert cfg.aug.transform.distortion == cfg.domain.perspective_distortion == 0.5
     milder = compose_train(["domain.perspective_distortion=0.25"], tmp_path)
     assert milder.aug.transform.distortion == 0.25
-    # negative prompts come from the domain, per prompt; the ablations run the paper's method without them
-    assert list(compose_train(["prompt=green_lipstick"], tmp_path).prompt.negatives) == [
-        "face with green eyes"
-    ]
+    # negative prompts come from the domain's one rule (no prompt named); the ablations run the paper's method
+    green = compose_train(["prompt=green_lipstick"], tmp_path).prompt
+    assert list(green.negatives) == [] and green.auto_negatives.parts == cfg.prompt.auto_negatives.parts
     assert list(cfg.prompt.negatives) == []
     for study in ("ablation_loss", "ablation_aug", "ablation_tem"):
         sweep = compose_train([f"experiment={study}", "prompt=green_lipstick"], tmp_path)
-        assert list(sweep.prompt.negatives) == [] and sweep.domain.perspective_distortion == 0.5
+        assert list(sweep.prompt.negatives) == [] and sweep.prompt.auto_negatives is None
+        assert sweep.domain.perspective_distortion == 0.5
     assert cfg.domain.name == "toyfaces"  # the embedded default world, in its own words
     assert cfg.prompt.target == "face with elf ears"
     tiny = compose_train(["domain=tiny", "prompt=elf_ears"], tmp_path)
@@ -93,3 +93,24 @@ def test_slurm_launcher_config_composes(tmp_path):
     cfg = compose_train(["hydra/launcher=slurm"], tmp_path)
     assert cfg.hydra.launcher.gpus_per_node == 1
     assert "submitit" in cfg.hydra.launcher._target_
+
+
+def test_toyfaces_domain_has_no_per_prompt_settings():
+    """One recipe for every prompt: the toyfaces domain may say how each prompt is phrased (prompt_texts) and
+    judged (edits), nothing else per prompt. A key naming a prompt anywhere else is a hand setting."""
+    import yaml
+
+    prompts = {p.stem for p in (Path(CONF) / "prompt").glob("*.yaml")} - {"custom"}
+    domain = yaml.safe_load((Path(CONF) / "domain" / "toyfaces.yaml").read_text())
+    allowed = {"prompt_texts", "edits"}
+    assert set(domain["prompt_texts"]) <= prompts and set(domain["edits"]) >= set(domain["prompt_texts"])
+
+    def keys(node, path=()):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                yield (*path, str(k))
+                yield from keys(v, (*path, str(k)))
+
+    offending = [".".join(p) for p in keys(domain) if p[0] not in allowed and set(p) & prompts]
+    assert not offending, f"per-prompt settings in conf/domain/toyfaces.yaml: {offending}"
+    assert "prompt_negatives" not in domain

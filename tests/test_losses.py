@@ -187,3 +187,42 @@ def test_loss_sum_drops_null_and_zero_weight_terms_and_rejects_empty():
 def test_missing_context_field_is_a_clear_error():
     with pytest.raises(RuntimeError, match="requires"):
         GlobalCLIPLoss()(ctx_with(text=text_features(unit(1, 0), unit(0, 1))))
+
+
+def test_part_negatives_rule_moves_the_modifier_onto_other_parts():
+    """One rule for every prompt: the last word swapped for each part noun, minus what the CLIP reads as the
+    target (the part the prompt itself names) - here a fake similarity that calls lips and lipstick the same."""
+    from src.data.prompts import part_negatives
+
+    same = {frozenset({"face with green lipstick", "face with green lips"})}
+    sim = lambda a, b: 1.0 if a == b or frozenset({a, b}) in same else 0.5  # noqa: E731
+    parts = ["ears", "eyes", "lips", "skin"]
+    assert part_negatives("face with green lipstick", parts, sim) == [
+        "face with green ears",
+        "face with green eyes",
+        "face with green skin",
+    ]
+    # a prompt nobody wrote down gets the same treatment; a bare noun has nothing to move
+    assert part_negatives("face with striped ears", parts, sim) == [
+        "face with striped eyes",
+        "face with striped lips",
+        "face with striped skin",
+    ]
+    assert part_negatives("beard", parts, sim) == []
+    assert part_negatives("face with green lipstick", parts, sim, max_cos=0.4) == []
+
+
+def test_toyfaces_prompts_derive_their_negatives_from_the_clip(tmp_path):
+    """With the shipped toy CLIP the rule gives green lipstick the negative that was once written by hand."""
+    from hydra.utils import instantiate
+
+    from src.module import derived_negatives
+    from tests.conftest import compose_train
+
+    cfg = compose_train(["prompt=green_lipstick"], tmp_path)
+    negatives = derived_negatives(instantiate(cfg.domain.clip), instantiate(cfg.prompt))
+    assert "face with green eyes" in negatives and "face with green lips" not in negatives
+    custom = compose_train(["prompt=custom", "prompt.target=face with blue lipstick"], tmp_path)
+    assert "face with blue eyes" in derived_negatives(
+        instantiate(custom.domain.clip), instantiate(custom.prompt)
+    )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -39,13 +39,15 @@ class Prompt:
     """An edit request: move images of ``source`` ("face") toward ``target`` ("elf ears").
 
     ``negatives``: texts the edit must not move toward ("face with green eyes" for green lipstick), extra
-    negatives of the CLIP-NCE loss (other losses ignore them)."""
+    negatives of the CLIP-NCE loss (other losses ignore them). ``auto_negatives`` ({parts, max_cos}) derives
+    more by one rule for every prompt (:func:`part_negatives`), once the CLIP is known."""
 
     target: str
     source: str
     templates: list[str] = field(default_factory=lambda: load_templates("imagenet"))
     name: str = ""
     negatives: list[str] = field(default_factory=list)
+    auto_negatives: dict | None = None
 
     def __post_init__(self) -> None:
         self.target = check_text(self.target, "target prompt")
@@ -59,3 +61,22 @@ class Prompt:
 
     def with_templates(self, text: str) -> list[str]:
         return [t.format(text) for t in self.templates]
+
+
+def part_negatives(
+    target: str, parts: Sequence[str], similarity: Callable[[str, str], float], max_cos: float = 0.95
+) -> list[str]:
+    """The same rule for every prompt: the target's last word (its noun) replaced by each part noun of the domain,
+    kept as a negative unless the CLIP reads it as the target itself (similarity >= max_cos: the part the prompt
+    names, or a pair the CLIP cannot tell apart). "face with green lipstick" -> "face with green eyes", "... green
+    skin", ...: the colour on the wrong part, the shortcut a CLIP weak at binding colours to parts rewards."""
+    words = target.split()
+    if len(words) < 2:  # a bare noun has no modifier to move onto another part
+        return []
+    stem = " ".join(words[:-1])
+    out = []
+    for part in parts:
+        text = f"{stem} {part}"
+        if text != target and text not in out and similarity(target, text) < max_cos:
+            out.append(text)
+    return out

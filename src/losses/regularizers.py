@@ -21,13 +21,23 @@ class LatentL2Loss(LossTerm):
 
 
 class PixelL1Loss(LossTerm):
-    """Mean |x_hat - x| over pixels (not in the paper): L1 prefers a few strongly changed pixels to a diffuse tint,
-    so the edit keeps what the prompt does not name. Needs no mask, so it is the same rule for every prompt."""
+    """Mean |x_hat - x|^power over pixels (not in the paper): L1 (power 1) prefers a few strongly changed pixels to
+    a diffuse tint, and power < 1 more so, so the edit keeps what the prompt does not name. It needs no mask: the
+    same rule for every prompt. ``eps`` keeps the gradient finite at 0 when power < 1."""
 
     requires = frozenset({"images"})
 
+    def __init__(self, weight: float = 1.0, power: float = 1.0, eps: float = 1e-2):
+        super().__init__(weight)
+        if not 0 < power <= 2:
+            raise ValueError(f"PixelL1Loss.power must be in (0, 2], got {power}")
+        self.power, self.eps = float(power), float(eps)
+
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        return (ctx.need("x_hat") - ctx.need("x")).abs().mean()
+        d = (ctx.need("x_hat") - ctx.need("x")).abs()
+        if self.power == 1.0:
+            return d.mean()
+        return ((d + self.eps).pow(self.power) - self.eps**self.power).mean()
 
 
 class IdentityLoss(LossTerm):
