@@ -28,9 +28,9 @@ def test_candidates_repaint_only_the_target_part():
 
 
 def test_probe_json_without_augmentation_prefers_the_ideal_edit(tmp_path):
-    """Measured on the shipped toy CLIP: with one unaugmented view CLIP-NCE scores the ideal green lips far
-    below a whole-image green tint and green eyes (about 0.05 vs 0.59 and 1.06 at n=32, with the negative
-    prompt "face with green eyes" of the toyfaces domain)."""
+    """With the shipped toy CLIP and one unaugmented view, the toyfaces recipe scores the ideal green lips below a
+    whole-image green tint and green eyes (CLIP-NCE with the negatives the domain's rule derives, including
+    "face with green eyes", plus identity and pixel L1)."""
     cfg = compose_train(
         ["prompt=green_lipstick", "aug=none", "probe.n=8", "probe.tints=[0.2]"], tmp_path, "probe"
     )
@@ -40,8 +40,9 @@ def test_probe_json_without_augmentation_prefers_the_ideal_edit(tmp_path):
     assert out["target"] == "lip_color:green" and out["n"] == 8
     losses = out["losses"]
     assert set(losses) == {"no edit", "ideal", "half-way ideal", "tint 0.2", "iris_color=green"}
-    assert set(losses["ideal"]) == {"total", "clip_nce", "latent_l2"}
-    assert losses["ideal"]["latent_l2"] == 0.0  # image candidates have no latents
+    # the toyfaces recipe: CLIP-NCE + identity + pixel L1 (its latent L2 weight is 0, so the term is dropped)
+    assert set(losses["ideal"]) == {"total", "clip_nce", "identity", "pixel_l1"}
+    assert losses["no edit"]["pixel_l1"] == 0.0 and losses["no edit"]["identity"] < 1e-5
     assert losses["ideal"]["total"] < min(losses["tint 0.2"]["total"], losses["iris_color=green"]["total"])
     assert out["ideal_beats_shortcuts"] and out["best"] == "ideal"
     # the judge's pixel rules: the ideal passes on every face, no edit and the wrong part never do
