@@ -63,3 +63,22 @@ def test_identity_code_never_reaches_the_oracle():
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert not {m for m in imported if "oracle" in m or "calibration" in m}
+
+
+def test_toyfaces_recipe_regularises_with_the_shipped_identity_net(tmp_path):
+    """The default toyfaces loss: CLIP-NCE + the paper's identity term through the toy ArcFace + pixel L1 (latent
+    L2 at weight 0 is dropped); the identity term is ~0 for the same image and large for another face."""
+    from hydra.utils import instantiate
+
+    from src.losses.base import StepContext
+    from tests.conftest import compose_train
+
+    loss = instantiate(compose_train([], tmp_path).loss)
+    assert set(loss.terms) == {"clip_nce", "identity", "pixel_l1"}
+    ident = loss.terms["identity"]
+    assert isinstance(ident.backbone, IdentityNet) and ident.weight == 0.2
+    anchor, positive, _ = triplets(4, np.random.default_rng(3))
+    w = torch.zeros(4, 1, 1)
+    same = ident(StepContext(w=w, w_hat=w, text=None, x=anchor, x_hat=anchor)).item()
+    other = ident(StepContext(w=w, w_hat=w, text=None, x=anchor, x_hat=positive.roll(1, 0))).item()
+    assert same < 1e-4 and other > 0.3
