@@ -214,8 +214,5 @@ def build_report(builder: Any, c: Any) -> dict[str, Any]:
         gen, inv, oracle, lat["test"][:k].float(), test_attrs, lat["test_seeds"][:k].tolist(), c, log
     )
     report["ceiling_faces"] = k
-    if (work / "identity.pt").is_file():  # measured by the identity stage on its own held-out faces
-        ident = torch.load(work / "identity.pt", map_location="cpu", weights_only=True)
-        report["identity_verification"] = ident["metrics"]
     report["targets"] = TARGETS
     return report

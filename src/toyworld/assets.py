@@ -254,8 +254,7 @@ def export(work: Path, out: Path, cfg: Any, build_command: str) -> None:
     torch.save(_fp16(lat["sampler"]), out / "sampler.pt")
     if (work / "report.json").is_file():  # a provisional export (before calibrate/report) has no report yet
         report = json.loads((work / "report.json").read_text())
-        # the identity net's held-out verification (its own stage measures it; a report written before that
-        # stage existed gets it here)
+        # the identity net's held-out verification: its own stage measures it, the shipped report carries it
         report["identity_verification"] = identity["metrics"]
         (out / "report.json").write_text(json.dumps(report, indent=2))
     elif (out / "report.json").is_file():
@@ -281,6 +280,7 @@ def unpack_to_work(work: Path, asset_dir: Path | str = ASSET_DIR) -> list[str]:
     be rebuilt without re-running the earlier ones (``build --from-assets``). Existing files are kept."""
     work.mkdir(parents=True, exist_ok=True)
     wrote = []
+    shipped = manifest(asset_dir)["files"]
 
     def put(name: str, make: Any) -> None:
         if not (work / name).is_file():
@@ -290,16 +290,16 @@ def unpack_to_work(work: Path, asset_dir: Path | str = ASSET_DIR) -> list[str]:
     f32 = lambda s: {k: v.float() if v.is_floating_point() else v for k, v in s.items()}  # noqa: E731
     put("oracle.pt", lambda: {"state_dict": f32(load_oracle(str(asset_dir)).state_dict())})
     put("clip.pt", lambda: {"state_dict": load_clip(str(asset_dir)).model.state_dict()})
-    if "identity.pt" in manifest(asset_dir)["files"]:
-        put(
-            "identity.pt",
-            lambda: {
-                "state_dict": load_identity(str(asset_dir)).state_dict(),
-                "metrics": load_report(str(asset_dir)).get("identity_verification", {})
-                if "report.json" in manifest(asset_dir)["files"]
-                else {},
-            },
-        )
+
+    def identity() -> dict[str, Any]:
+        report = load_report(str(asset_dir)) if "report.json" in shipped else {}
+        return {
+            "state_dict": load_identity(str(asset_dir)).state_dict(),
+            "metrics": report.get("identity_verification", {}),
+        }
+
+    if "identity.pt" in shipped:
+        put("identity.pt", identity)
     gen = load("generator.pt", asset_dir)
     put(
         "autoencoder.pt",
@@ -315,7 +315,7 @@ def unpack_to_work(work: Path, asset_dir: Path | str = ASSET_DIR) -> list[str]:
         return lat
 
     put("latents.pt", latents)
-    if not (work / "timings.json").is_file() and "report.json" in manifest(asset_dir)["files"]:
+    if not (work / "timings.json").is_file() and "report.json" in shipped:
         # the unpacked stages keep the times they took when they were built
         times = {
             k: v for k, v in load_report(str(asset_dir)).get("build_seconds", {}).items() if k != "export"

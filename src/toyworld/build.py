@@ -3,8 +3,9 @@
 Stages (each resumable; finished stages are skipped): oracle -> clip -> autoencoder (toy StyleGAN2 +
 inverter) -> identity (the toy ArcFace of the identity loss) -> latents (natural renders inverted by the
 inverter + a few steps of W+ optimisation; a random-latent sampler) -> calibrate (the oracle fine-tuned on
-generated edits labelled by the region rule) -> report (targets, the oracle's agreement with the rule, the ideal-edit ceilings) -> export (fp16 assets, manifest
-with sha256). ``--smoke`` runs every stage for a few steps in seconds (tests use it). ``--from-assets`` unpacks
+generated edits labelled by the region rule) -> report (targets, the oracle's agreement with the rule, the
+ideal-edit ceilings) -> export (fp16 assets, manifest with sha256; the report also carries the identity net's
+verification). ``--smoke`` runs every stage for a few steps in seconds (tests use it). ``--from-assets`` unpacks
 the shipped assets into the build dir first, so later stages rebuild without the earlier ones.
 """
 
@@ -73,9 +74,8 @@ class BuildConfig:
     calib_heldout_faces: int = 64  # random test faces per source of the held-out agreement set
     calib_steps: int = 3000
     ceiling_faces: int = 64  # test faces per counterfactual value for the ideal-edit ceilings
-    identity_steps: int = (
-        500  # the identity net (src.toyworld.identity), the toy ArcFace of the identity loss
-    )
+    # the identity net (src.toyworld.identity), the toy ArcFace of the identity loss
+    identity_steps: int = 500
     identity_batch: int = 64
 
     @classmethod

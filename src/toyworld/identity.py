@@ -18,7 +18,7 @@ from torch import nn
 from src.toyworld.attributes import EDIT_ATTRIBUTES, SCHEMA, Attributes, sample_attributes
 from src.toyworld.render import render, sample_nuisance
 from src.toyworld.shapes import Nuisance
-from src.toyworld.training import Progress, Resumable
+from src.toyworld.training import Progress, Resumable, decode, invert
 
 IDENTITY_STREAM = 4099  # its own random stream of faces (nuisances drawn from 62-bit seeds, no shared pool)
 # attributes with more than one natural value (ears are always round in a natural face)
@@ -108,6 +108,11 @@ def info_nce(
     return F.cross_entropy(logits, torch.arange(a.shape[0]))
 
 
+def reconstruct(gen: nn.Module, inv: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Images (N, 3, H, W) through the world's inverter and generator, clamped to [-1, 1]."""
+    return decode(gen, invert(inv, x)).clamp(-1, 1)
+
+
 def through_generator(
     x: torch.Tensor, gen: nn.Module | None, inv: nn.Module | None, share: float, g
 ) -> torch.Tensor:
@@ -116,9 +121,8 @@ def through_generator(
         return x
     pick = torch.rand(x.shape[0], generator=g) < share
     if pick.any():
-        with torch.no_grad():
-            x = x.clone()
-            x[pick] = gen.synthesis(inv(x[pick])).clamp(-1, 1)
+        x = x.clone()
+        x[pick] = reconstruct(gen, inv, x[pick])
     return x
 
 
@@ -179,7 +183,7 @@ def verification(
     rng = np.random.default_rng([seed, IDENTITY_STREAM, 1])
     anchor, positive, hard = triplets(n, rng)
     if gen is not None and inv is not None:
-        anchor, positive, hard = (gen.synthesis(inv(t)).clamp(-1, 1) for t in (anchor, positive, hard))
+        anchor, positive, hard = (reconstruct(gen, inv, t) for t in (anchor, positive, hard))
     emb = lambda t: torch.cat([F.normalize(net(c), dim=-1) for c in t.split(128)])  # noqa: E731
     a, p, h = emb(anchor), emb(positive), emb(hard)
     same, other, hard_cos = (a * p).sum(-1), (a * p.roll(1, 0)).sum(-1), (a * h).sum(-1)

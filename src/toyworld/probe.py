@@ -77,7 +77,7 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
     w = x.new_zeros(x.shape[0], 1, 1)  # image candidates have no latents: latent terms read 0
     results: dict[str, dict[str, float]] = {}
     judged: dict[str, dict[str, float | None]] = {}
-    thresholds = FaithfulThresholds(**{"dilate": cfg.domain.evaluator.get("dilate", 2), **_faithful(cfg)})
+    thresholds = instantiate(cfg.domain.evaluator).thresholds  # the evaluator's own (no oracle is loaded)
     for name, x_hat in cands.items():
         judged[name] = judge_candidate(x_hat, x, cands["ideal"], attribute, thresholds)
         torch.manual_seed(int(p.aug_seed))  # the same views for every candidate
@@ -99,11 +99,6 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
         # the loss's favourite passes the judge's pixel rule (region fidelity on every side + collateral)
         "best_is_faithful": (judged[best]["rule_faithful_rate"] or 0.0) >= 0.5,
     }
-
-
-def _faithful(cfg: DictConfig) -> dict[str, float]:
-    node = cfg.domain.evaluator.get("faithful")
-    return dict(OmegaConf.to_container(node, resolve=True)) if node is not None else {}
 
 
 def judge_candidate(
