@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # The paper's ablation on toyfaces, around the full method (CLIP-NCE + perspective views + TEM):
-# 7 configurations (clip_nce / directional / global; perspective / affine / crop / none; TEM on / off, the full
-# method counted once) x 3 prompts x 3 seeds = 63 jobs, then the report (tables, CSV, plots, paper claims).
+# 8 configurations (clip_nce / directional / global; perspective / affine / crop / none; TEM on / off; identity
+# term on / off, the full method counted once) x 3 prompts x 3 seeds = 72 jobs, then the report (tables, CSV,
+# plots, paper claims).
 #
 #   bash experiments/ablation_toyfaces.sh                          # locally, one job after another
 #   bash experiments/ablation_toyfaces.sh slurm                    # on SLURM (hydra/launcher=slurm trainer=gpu)
 #   bash experiments/ablation_toyfaces.sh local trainer.max_steps=300 logger=csv   # overrides for every job
-#   SEEDS=0 PROMPTS=elf_ears bash experiments/ablation_toyfaces.sh # a smaller study (7 jobs)
+#   SEEDS=0 PROMPTS=elf_ears bash experiments/ablation_toyfaces.sh # a smaller study (8 jobs)
 #   JOBS=2 bash experiments/ablation_toyfaces.sh                   # two sweeps at once (2 cores, 1 thread each)
 #
 # Sweeps: multirun/ablation_toyfaces/<time>/{loss,aug,tem}/<job> (SWEEP_ROOT=... to change); W&B group
@@ -24,5 +25,6 @@ axes=("seed=$SEEDS" "prompt=$PROMPTS")
 run_sweep loss "$ROOT/loss" experiment=ablation_loss "${axes[@]}"                     # incl. the full method
 run_sweep aug "$ROOT/aug" experiment=ablation_aug aug=affine,crop,none "${axes[@]}"
 run_sweep tem "$ROOT/tem" experiment=ablation_tem model=no_tem "${axes[@]}"
+run_sweep identity "$ROOT/identity" experiment=ablation_loss loss=clip_nce domain.regularizers.identity.weight=0.0 "${axes[@]}"
 wait_sweeps
 "$PYTHON" -m src.report "$ROOT" --out "$OUT"

@@ -9,6 +9,7 @@ import logging
 import os
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from torchvision.utils import save_image
@@ -107,12 +108,30 @@ class OracleCurveCallback(pl.Callback):
         was_training = module.training
         # a diagnostic must not change the run: the oracle draws random numbers, so fork the RNG streams
         cuda = [module.device.index or 0] if module.device.type == "cuda" else []
+        prompts = getattr(module, "prompts", [module.prompt])
+        per: list[dict[str, float]] = []
         with torch.random.fork_rng(devices=cuda):
-            x, x_hat = edit_test_set(module, latents)
-            result = self.evaluator(x, x_hat, module.prompt.name)
+            for p in prompts:  # a multi-prompt mapper: each prompt, then their mean
+                text = p.target if len(prompts) > 1 else None
+                x, x_hat = edit_test_set(module, latents, text=text)
+                flat = flatten(
+                    self.evaluator(x, x_hat, p.name, text) if text else self.evaluator(x, x_hat, p.name)
+                )
+                per.append({k: float(flat[k]) for k in self.KEYS if isinstance(flat.get(k), int | float)})
         module.train(was_training)
-        flat = flatten(result)
-        metrics = {f"oracle/{k}": float(flat[k]) for k in self.KEYS if isinstance(flat.get(k), int | float)}
+        metrics = {
+            f"oracle/{k}": float(np.mean([m[k] for m in per if k in m]))
+            for k in self.KEYS
+            if any(k in m for m in per)
+        }
+        if len(prompts) > 1:
+            metrics.update(
+                {
+                    f"oracle/{p.name}/faithful_rate": m["faithful_rate"]
+                    for p, m in zip(prompts, per)
+                    if "faithful_rate" in m
+                }
+            )
         step = trainer.global_step
         self.history.append({"step": step, **metrics})
         for logger in trainer.loggers:

@@ -1,7 +1,8 @@
 """Edit latents or your own photo with trained mappers.
 
     python -m src.edit ckpt=outputs/train/<time>/checkpoints/last.ckpt latents=test_faces.pt
-    python -m src.edit ckpt=<run ckpt> image=me.jpg [prompts='[blue eyes,a beard]'] [strength=1.5]
+    python -m src.edit ckpt=<run ckpt> image=me.jpg [strength=1.5]
+    python -m src.edit ckpt=<multi-prompt run ckpt> text="face with blue lipstick" [prompts='[text,...]']
     python -m src.edit ckpt='[elf.ckpt,lipstick.ckpt]' image=me.jpg latents=me_e4e.pt
 
 Photo path: detect the face and its 5 landmarks (facenet-pytorch MTCNN), align it FFHQ-style
@@ -43,7 +44,7 @@ class Editor:
     mapper: torch.nn.Module
     step_size: float
     use_tem: bool
-    target: str  # the text the run was trained for
+    targets: list[str]  # the texts the run was trained for (several for a multi-prompt run)
 
     @torch.no_grad()
     def __call__(self, w: torch.Tensor, text: torch.Tensor | None, strength: float) -> torch.Tensor:
@@ -87,7 +88,7 @@ def load_editors(ckpts: list[str], device: torch.device) -> tuple[Any, DictConfi
             module.mapper,
             float(run_cfg.model.step_size),
             bool(getattr(module.mapper, "use_tem", True)),
-            str(run_cfg.prompt.target),
+            list(module.texts.targets),
         )
     ]
     domain = OmegaConf.to_container(run_cfg.domain)
@@ -111,7 +112,7 @@ def load_editors(ckpts: list[str], device: torch.device) -> tuple[Any, DictConfi
                 mapper,
                 float(cfg.model.step_size),
                 bool(getattr(mapper, "use_tem", True)),
-                str(cfg.prompt.target),
+                trained_texts(ckpt, cfg),
             )
         )
     labels = [e.label for e in editors]
@@ -121,21 +122,42 @@ def load_editors(ckpts: list[str], device: torch.device) -> tuple[Any, DictConfi
     return module, run_cfg, editors
 
 
+def trained_texts(ckpt: dict, cfg: DictConfig) -> list[str]:
+    """The texts a run checkpoint's mapper was trained for (its stored prompt list, else its config's prompt)."""
+    if ckpt.get("prompts"):
+        return [str(p["target"]) for p in ckpt["prompts"]]
+    targets = cfg.prompt.get("targets")
+    return [str(t) for t in targets] if targets else [str(cfg.prompt.target)]
+
+
+def check_text(editor: Editor, text: str) -> str:
+    """Any text for a multi-prompt mapper; a one-prompt mapper only edits toward its own text."""
+    if len(editor.targets) == 1 and text not in editor.targets:
+        raise ValueError(
+            f"checkpoint '{editor.label}' was trained for the one prompt {editor.targets[0]!r}, not for {text!r}: "
+            "a one-prompt mapper does not generalise to other texts. Train one mapper on many prompts "
+            "(experiment=toyfaces_multi, or prompt=multi prompt.targets=[...]) and edit any text with its checkpoint."
+        )
+    return text
+
+
 @torch.no_grad()
 def apply_edits(
     editors: list[Editor], clip: Any, w: torch.Tensor, prompts: list[str], strength: float
 ) -> dict[str, torch.Tensor]:
-    """{label: edited W+ (N, L, D)} for each editor, and for each prompt when prompts are given (TEM only)."""
+    """{label: edited W+ (N, L, D)} for each editor and each of ``prompts`` (default: the texts it was trained
+    for). A multi-prompt mapper takes any text; a one-prompt mapper only its own (clear error otherwise)."""
     out: dict[str, torch.Tensor] = {}
     for editor in editors:
-        if prompts and not editor.use_tem:
+        if prompts and not editor.use_tem and any(t not in editor.targets for t in prompts):
             raise ValueError(
                 f"checkpoint '{editor.label}' was trained without TEM (model.tem=false): its edit is fixed to "
-                f"'{editor.target}' and cannot take other prompts; drop prompts="
+                f"'{editor.targets[0]}' and cannot take other prompts; drop prompts="
             )
-        for text in prompts or [editor.target]:
+        texts = [check_text(editor, t) for t in prompts] or editor.targets
+        for text in texts:
             emb = clip.encode_text([text], normalize=False)[0] if editor.use_tem else None
-            label = editor.label if not prompts else f"{editor.label}:{text}"
+            label = editor.label if not prompts and len(texts) == 1 else f"{editor.label}:{text}"
             out[label] = editor(w, emb, strength)
     return out
 
@@ -289,7 +311,7 @@ def run_edit(cfg: DictConfig) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if cfg.get("device") == "cuda" and torch.cuda.is_available() else "cpu")
     images, ckpts = [str(p) for p in _as_list(cfg.get("image"))], [str(p) for p in _as_list(cfg.ckpt)]
-    prompts = [str(p) for p in _as_list(cfg.get("prompts"))]
+    prompts = [str(p) for p in _as_list(cfg.get("prompts")) + _as_list(cfg.get("text"))]
     if not images and not cfg.get("latents"):
         raise ValueError("give image=<photo> or latents=<file.pt> to edit")
     strength = float(cfg.strength)

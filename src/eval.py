@@ -1,7 +1,9 @@
 """Evaluate a run checkpoint: ``python -m src.eval ckpt=outputs/train/<time>/checkpoints/last.ckpt``.
 
 Rebuilds the run's models from the config stored in the checkpoint, edits the domain's test latents and prints
-the metrics as JSON (saved with a source | edited grid in the eval run dir).
+the metrics as JSON (saved with a source | edited grid in the eval run dir). ``prompts='[text,...]'`` evaluates
+other texts too: any text with a multi-prompt checkpoint (prompt=multi), judged on toyfaces by the values the
+text names (composed prompts judge each named value; src.evaluation.toyfaces_composed).
 """
 
 from __future__ import annotations
@@ -59,7 +61,10 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     latents = dm.splits["test"]
     device = "cuda" if cfg.get("device") == "cuda" and torch.cuda.is_available() else "cpu"
     module.to(device)
-    metrics = evaluate(module, run_cfg, latents, cfg.paths.output_dir, cfg.grid_images, cfg.batch_size)
+    prompts = cfg.get("prompts")
+    metrics = evaluate(
+        module, run_cfg, latents, cfg.paths.output_dir, cfg.grid_images, cfg.batch_size, prompts=prompts
+    )
     metrics["ckpt"] = str(cfg.ckpt)
     print(json.dumps(metrics, indent=2))
     table = ceiling_table(metrics)
@@ -67,6 +72,8 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
         print(table)
     if metrics.get("grid"):
         print(f"grid (source | edit | ideal): {metrics['grid']}")
+    for name, m in (metrics.get("prompts") or {}).items():
+        print(f"grid of {name} (source | edit | ideal): {m.get('grid')}")
     return metrics
 
 

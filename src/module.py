@@ -3,29 +3,30 @@
 A step: delta = mapper(w, E_T(target)); w_hat = w + step * delta; render x (no grad) and x_hat; compute the CLIP
 features every loss term needs exactly once (one batched augmentation, one CLIP call for the edit and all its
 views); total, parts = loss(ctx). Only the mapper trains, and only its weights go into run checkpoints.
+Several prompts (prompt=multi) train one TEM mapper: each sample of a batch carries its own prompt, and the loss
+is the batch-share-weighted sum over the prompts present of the same loss on that prompt's samples and text.
 """
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from src.augment import MultiView
-from src.data.prompts import Prompt, part_negatives
+from src.data.prompts import Prompt
 from src.losses.base import LossSum, StepContext, TextFeatures
 from src.models.frozen import freeze, is_frozen
+from src.text_bank import TextBank
 
 TRAINABLE_PREFIX = "mapper."
 
 
 class CFCLIPModule(pl.LightningModule):
-    """Trains the text-conditioned latent mapper of CF-CLIP for one prompt."""
+    """Trains the text-conditioned latent mapper of CF-CLIP for one prompt, or one mapper for several."""
 
     def __init__(
         self,
@@ -34,7 +35,7 @@ class CFCLIPModule(pl.LightningModule):
         mapper: nn.Module,
         loss: LossSum,
         augment: MultiView,
-        prompt: Prompt,
+        prompt: Prompt | Sequence[Prompt],
         optimizer: Callable[..., torch.optim.Optimizer],
         scheduler: Callable[..., Any] | None = None,
         step_size: float = 0.1,
@@ -47,7 +48,8 @@ class CFCLIPModule(pl.LightningModule):
         self.mapper = mapper
         self.loss = loss
         self.augment = augment
-        self.prompt = prompt
+        self.prompts = [prompt] if isinstance(prompt, Prompt) else list(prompt)
+        self.prompt = self.prompts[0]  # the run's prompt (the first one of a multi-prompt run)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         self.step_size = step_size
         self.augment_source = augment_source
@@ -55,13 +57,11 @@ class CFCLIPModule(pl.LightningModule):
         for name, p in self.named_parameters():
             if p.requires_grad and not name.startswith(TRAINABLE_PREFIX):
                 raise ValueError(f"parameter {name} is trainable but outside the mapper: freeze it")
-        # Text features, encoded once per run (non-persistent buffers: they follow .to() but are not saved).
-        with torch.no_grad():
-            feats = encode_prompt(clip, prompt)
-            raw = clip.encode_text([prompt.target], normalize=False)[0]
-        for key, value in vars(feats).items():
-            self.register_buffer(f"text_{key}", value.float().clone(), persistent=False)
-        self.register_buffer("text_embedding", raw.float().clone(), persistent=False)  # (E,) TEM input
+        if len(self.prompts) > 1 and not getattr(mapper, "use_tem", True):
+            raise ValueError(
+                "several prompts need the text-conditioned mapper (model=cfclip): model.tem is off"
+            )
+        self.texts = TextBank(clip, self.prompts)  # text features, encoded once per run (never saved)
         # the last training loss, detached: src.utils.guards.NaNGuard checks it before the optimizer step
         self.last_loss: torch.Tensor | None = None
         self.last_loss_parts: dict[str, torch.Tensor] = {}
@@ -77,23 +77,42 @@ class CFCLIPModule(pl.LightningModule):
 
     @property
     def text_features(self) -> TextFeatures:
-        return TextFeatures(
-            self.text_target,
-            self.text_source,
-            self.text_target_templates,
-            self.text_source_templates,
-            self.text_negative_templates,
-        )
+        """The (first) prompt's text features."""
+        return self.texts.features(0)
 
     # ---- the step ------------------------------------------------------------------------------------------
-    def edit(self, w: torch.Tensor) -> torch.Tensor:
-        """w (B, L, D) -> w_hat (B, L, D)."""
-        text = self.text_embedding.expand(w.shape[0], -1) if getattr(self.mapper, "use_tem", True) else None
-        return w + self.step_size * self.mapper(w, text)
+    def text_embedding(
+        self, w: torch.Tensor, prompt_ids: torch.Tensor | None = None, text: str | None = None
+    ):
+        """The TEM input (B, E) for each sample: its prompt's (ids (B,)), the text's, or the first prompt's."""
+        if not getattr(self.mapper, "use_tem", True):
+            return None
+        if text is not None:
+            return self.texts.lookup(self.clip, self.check_text(text))[1].expand(w.shape[0], -1)
+        if prompt_ids is None:
+            return self.texts.embeddings[0].expand(w.shape[0], -1)
+        return self.texts.embeddings[prompt_ids.to(self.texts.embeddings.device)]
 
-    def compute_context(self, w: torch.Tensor) -> StepContext:
+    def check_text(self, text: str) -> str:
+        """A text this mapper can edit toward: any text for a multi-prompt mapper, its own for a single one."""
+        if len(self.texts) == 1 and self.texts.index(text) is None:
+            raise ValueError(
+                f"this checkpoint's mapper was trained for the one prompt {self.prompt.target!r}, not for "
+                f"{text!r}: one-prompt mappers do not generalise to other texts. Train one mapper on many "
+                "prompts (experiment=toyfaces_multi, or prompt=multi prompt.targets=[...]) and edit any text "
+                "with its checkpoint."
+            )
+        return text
+
+    def edit(
+        self, w: torch.Tensor, prompt_ids: torch.Tensor | None = None, text: str | None = None
+    ) -> torch.Tensor:
+        """w (B, L, D) -> w_hat (B, L, D), toward each sample's prompt (see text_embedding)."""
+        return w + self.step_size * self.mapper(w, self.text_embedding(w, prompt_ids, text))
+
+    def compute_context(self, w: torch.Tensor, prompt_ids: torch.Tensor | None = None) -> StepContext:
         """Everything the loss terms need, each computed once (see LossTerm.requires)."""
-        ctx = StepContext(w=w, w_hat=self.edit(w), text=self.text_features)
+        ctx = StepContext(w=w, w_hat=self.edit(w, prompt_ids), text=self.text_features)
         if not self.requires:
             return ctx
         with torch.no_grad():
@@ -101,23 +120,56 @@ class CFCLIPModule(pl.LightningModule):
         ctx.x_hat = self.generator.synthesis(ctx.w_hat)
         return add_clip_features(ctx, self.clip, self.augment, self.requires, self.augment_source)
 
+    def prompt_ids(self, batch: dict[str, torch.Tensor], training: bool) -> torch.Tensor | None:
+        """Each sample's prompt (B,) on the CPU: the batch's own "prompt" entry, else (latent index + step) mod P,
+        so every latent meets every prompt in turn, each prompt gets ~1/P of every batch, and DDP ranks agree
+        with one process (no random draw); None for a one-prompt run."""
+        if "prompt" in batch:
+            return batch["prompt"].long().cpu()
+        n, B = len(self.texts), batch["w"].shape[0]
+        if n == 1:
+            return None
+        idx = batch["idx"].long().cpu() if "idx" in batch else torch.arange(B)
+        return (idx + (self.global_step if training else 0)) % n
+
+    def step_loss(
+        self, batch: dict[str, torch.Tensor], training: bool
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """(total, parts, per-prompt totals): with several prompts, the same loss on each prompt's samples with
+        its own text, weighted by its share of the batch (so a batch of one prompt gives the one-prompt loss)."""
+        ids = self.prompt_ids(batch, training)
+        ctx = self.compute_context(batch["w"], ids)
+        if ids is None:
+            total, parts = self.loss(ctx)
+            return total, parts, {}
+        total, parts, per_prompt = 0.0, {}, {}
+        for i in ids.unique().tolist():
+            rows = (ids == i).nonzero().squeeze(1)
+            t, p = self.loss(ctx.select(rows.to(ctx.w.device), self.texts.features(i)))
+            share = len(rows) / len(ids)
+            total = total + share * t
+            parts = {k: parts.get(k, 0.0) + share * v for k, v in p.items()}
+            per_prompt[self.texts.names[i]] = t
+        return total, parts, per_prompt
+
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        total, parts = self.loss(self.compute_context(batch["w"]))
+        total, parts, per_prompt = self.step_loss(batch, training=True)
         # kept for the NaN guard (no host sync here: it checks them together with the gradient norm)
         self.last_loss, self.last_loss_parts = total.detach(), {k: v.detach() for k, v in parts.items()}
         self.log_dict({f"train/loss_{k}": v for k, v in self.last_loss_parts.items()}, on_step=True)
+        self.log_dict({f"train/loss/{k}": v.detach() for k, v in per_prompt.items()}, on_step=True)
         self.log("train/loss", self.last_loss, on_step=True, prog_bar=True)
         return total
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        total, parts = self.loss(self.compute_context(batch["w"]))
+        total, parts, _ = self.step_loss(batch, training=False)
         self.log_dict({f"val/loss_{k}": v for k, v in parts.items()}, on_epoch=True, sync_dist=True)
         self.log("val/loss", total, on_epoch=True, prog_bar=True, sync_dist=True)
 
     @torch.no_grad()
-    def render_pair(self, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Source and edited images (B, 3, H, W) in [-1, 1] for latents w (B, L, D)."""
-        return self.generator.synthesis(w), self.generator.synthesis(self.edit(w))
+    def render_pair(self, w: torch.Tensor, text: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Source and edited images (B, 3, H, W) in [-1, 1] for latents w (B, L, D), toward ``text`` if given."""
+        return self.generator.synthesis(w), self.generator.synthesis(self.edit(w, text=text))
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         grads = [p.grad for p in self.mapper.parameters() if p.grad is not None]
@@ -142,6 +194,7 @@ class CFCLIPModule(pl.LightningModule):
         checkpoint["state_dict"] = {
             k: v for k, v in checkpoint["state_dict"].items() if k.startswith(TRAINABLE_PREFIX)
         }
+        checkpoint["prompts"] = [{"name": p.name, "target": p.target} for p in self.prompts]
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True, assign: bool = False) -> Any:
         """Load mapper weights only; a checkpoint from an incompatible mapper config gets a clear error."""
@@ -159,39 +212,6 @@ class CFCLIPModule(pl.LightningModule):
         return self.mapper.load_state_dict(
             {k[len(TRAINABLE_PREFIX) :]: v for k, v in theirs.items()}, strict=True
         )
-
-
-@torch.no_grad()
-def derived_negatives(clip: nn.Module, prompt: Prompt) -> list[str]:
-    """prompt.negatives plus those its auto_negatives rule derives with this CLIP (template-averaged cosines)."""
-    rule = prompt.auto_negatives
-    if not rule:
-        return list(prompt.negatives)
-    cache: dict[str, torch.Tensor] = {}
-
-    def embed(text: str) -> torch.Tensor:
-        if text not in cache:
-            cache[text] = F.normalize(clip.encode_text(prompt.with_templates(text)).float().mean(0), dim=0)
-        return cache[text]
-
-    sim = lambda a, b: float(embed(a) @ embed(b))  # noqa: E731
-    derived = part_negatives(prompt.target, list(rule["parts"]), sim, float(rule.get("max_cos", 0.95)))
-    logging.getLogger("cfclip").info("negatives derived for %r: %s", prompt.target, derived or "none")
-    return list(dict.fromkeys([*prompt.negatives, *derived]))
-
-
-def encode_prompt(clip: nn.Module, prompt: Prompt) -> TextFeatures:
-    """The prompt's normalised text features: plain target/source and every template of each (and of every
-    negative, given or derived: (0, E) without negatives)."""
-    target_templates = clip.encode_text(prompt.with_templates(prompt.target))
-    negatives = [t for text in derived_negatives(clip, prompt) for t in prompt.with_templates(text)]
-    return TextFeatures(
-        target=clip.encode_text([prompt.target])[0],
-        source=clip.encode_text([prompt.source])[0],
-        target_templates=target_templates,
-        source_templates=clip.encode_text(prompt.with_templates(prompt.source)),
-        negative_templates=clip.encode_text(negatives) if negatives else target_templates[:0],
-    )
 
 
 def add_clip_features(

@@ -15,7 +15,16 @@ from src.utils.dicts import flatten
 IGNORED = ("hydra", "paths", "logger", "callbacks", "experiment", "hparams_search", "debug", "seed", "prompt",
            "tags", "task_name", "ckpt_path", "eval_after_fit", "optimized_metric", "objective")  # fmt: skip
 # the full method of the paper's ablation axes
-REFERENCE = {"loss": "clip_nce", "aug": "perspective", "model": "cfclip"}
+REFERENCE = {"loss": "clip_nce", "aug": "perspective", "model": "cfclip", "identity": "on"}
+# settings shown as a term switched on / off under a short name (weight 0 or no such term: off)
+SWITCHES = {"domain.regularizers.identity.weight": "identity"}
+
+
+def _nonzero(value: str) -> bool:
+    try:
+        return float(value) != 0
+    except ValueError:
+        return False
 
 
 def _load(path: str) -> Any:
@@ -96,6 +105,10 @@ def gather(roots: Iterable[str]) -> tuple[list[dict[str, Any]], list[str]]:
     for j in jobs:  # a key overridden in some jobs only: the others ran with their config's value
         for k in keys:
             j["settings"].setdefault(k, lookup(j["cfg"], k))
+        for key, name in SWITCHES.items():
+            if key in j["settings"]:
+                j["settings"][name] = "on" if _nonzero(j["settings"].pop(key)) else "off"
+    keys = sorted({SWITCHES.get(k, k) for k in keys})
     varying = [k for k in keys if len({j["settings"][k] for j in jobs}) > 1]
     for j in jobs:
         j["config"] = " ".join(f"{k}={j['settings'][k]}" for k in varying) or "all"

@@ -186,7 +186,8 @@ def final_eval(cfg: DictConfig, module: Any, datamodule: Any, loggers: list) -> 
     from src.evaluation.generic import evaluate
 
     datamodule.setup("test")
-    result = evaluate(module, cfg, datamodule.splits["test"], os.path.join(cfg.paths.output_dir, "eval"))
+    out_dir = os.path.join(cfg.paths.output_dir, "eval")
+    result = evaluate(module, cfg, datamodule.splits["test"], out_dir, prompts=cfg.get("eval_prompts"))
     flat = {f"eval/{k}": float(v) for k, v in flatten(result).items() if isinstance(v, int | float)}
     acc, pres = flat.get("eval/edit_accuracy"), flat.get("eval/preservation")
     if acc is not None and pres is not None:  # one number for sweeps: accuracy, penalised below the bar
@@ -262,15 +263,23 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info(
             "done in %.1fs; metrics: %s",
             metrics["time_s"],
-            {k: round(v, 4) for k, v in sorted(metrics.items())},
+            {
+                k: round(v, 4) for k, v in sorted(metrics.items()) if "/prompts/" not in k
+            },  # (per prompt: above)
         )
         if ckpt_cb is not None and getattr(ckpt_cb, "last_model_path", ""):
             log.info("checkpoint: %s", ckpt_cb.last_model_path)
         if grid:
             log.info("image grid (top: source, bottom: edited): %s", grid)
-        eval_grid = os.path.join(cfg.paths.output_dir, "eval", "eval_grid.png")
+        eval_dir = os.path.join(cfg.paths.output_dir, "eval")
+        eval_grid = os.path.join(eval_dir, "eval_grid.png")
         if cfg.get("eval_after_fit") and os.path.isfile(eval_grid):
             log.info("evaluation grid (source | edit | ideal, enlarged): %s", eval_grid)
+        elif cfg.get("eval_after_fit") and os.path.isdir(eval_dir):
+            log.info(
+                "evaluation grids (source | edit | ideal, one per prompt): %s/<prompt>/eval_grid.png",
+                eval_dir,
+            )
     from src.utils.loggers import finish_wandb
 
     finish_wandb()  # close this run's W&B run now (sweeps and notebooks call train() repeatedly)

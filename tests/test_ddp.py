@@ -25,7 +25,8 @@ def fit_mapper(cfg) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.mapper.state_dict().items()}
 
 
-def test_two_process_gloo_matches_single_process(fast_cfg):
+@pytest.mark.parametrize("prompt", ["one", "multi"])
+def test_two_process_gloo_matches_single_process(fast_cfg, prompt):
     # 4 latents, global batch 4: every step sees the same 4 samples whatever the sampler's order, and with
     # no random augmentation the averaged DDP gradient equals the single-process one.
     # SGD keeps the update linear in the gradient (Adam would amplify float noise in near-zero gradients).
@@ -38,6 +39,8 @@ def test_two_process_gloo_matches_single_process(fast_cfg):
         "~optimizer.betas",
         "optimizer.lr=50.0",
     ]
+    if prompt == "multi":  # each sample its own prompt: the same on the DDP ranks as in one process
+        common += ["prompt=multi", "prompt.targets=[elf ears,green lipstick,blue eyes]"]
     single = fit_mapper(fast_cfg(*common, "data.batch_size=4"))
     ddp = fit_mapper(
         fast_cfg(

@@ -29,6 +29,16 @@ def run_ckpt(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def multi_ckpt(tmp_path_factory):
+    """A mapper for two prompts: it edits toward any text."""
+    from src.train import train
+
+    out = tmp_path_factory.mktemp("multi")
+    train(compose_train([*FAST, "prompt=multi", "prompt.targets=[elf ears,blue eyes]"], out))
+    return out / "checkpoints" / "last.ckpt"
+
+
+@pytest.fixture(scope="module")
 def photo(tmp_path_factory):
     """A synthetic 'photo': smooth colours with dark dots where the landmarks are."""
     h, w = 180, 150
@@ -55,10 +65,10 @@ def edit_cfg(out, *overrides: str):
 FAST_INVERT = ["invert.steps=4", "invert.lpips_net=alex", "invert.lpips_size=32", "invert.progress=false"]
 
 
-def test_photo_with_landmarks_two_checkpoints_and_prompts(run_ckpt, photo, tmp_path):
+def test_photo_with_landmarks_two_checkpoints_and_prompts(multi_ckpt, photo, tmp_path):
     cfg = edit_cfg(
         tmp_path,
-        f"ckpt=[{run_ckpt},{run_ckpt}]",
+        f"ckpt=[{multi_ckpt},{multi_ckpt}]",
         f"image={photo}",
         "landmarks=[[55,80],[95,80],[75,100],[60,125],[90,125]]",
         "prompts=[blue eyes,red eyes]",
@@ -70,10 +80,10 @@ def test_photo_with_landmarks_two_checkpoints_and_prompts(run_ckpt, photo, tmp_p
         "source",
         "aligned",
         "inverted",
-        "elf_ears#0:blue eyes",
-        "elf_ears#0:red eyes",
-        "elf_ears#1:blue eyes",
-        "elf_ears#1:red eyes",
+        "multi#0:blue eyes",
+        "multi#0:red eyes",
+        "multi#1:blue eyes",
+        "multi#1:red eyes",
     ]
     assert result["columns"] == cols and result["n"] == 1
     grid = Image.open(tmp_path / "edit_grid.png")
@@ -82,8 +92,8 @@ def test_photo_with_landmarks_two_checkpoints_and_prompts(run_ckpt, photo, tmp_p
     saved = torch.load(tmp_path / "latents.pt", weights_only=True)
     w = saved["w"]
     assert w.shape == (1, 8, 64) and saved["strength"] == 1.5 and len(saved["noises"]) == 7
-    assert not torch.equal(saved["edits"]["elf_ears#0:blue eyes"], saved["edits"]["elf_ears#0:red eyes"])
-    torch.testing.assert_close(saved["edits"]["elf_ears#0:blue eyes"], saved["edits"]["elf_ears#1:blue eyes"])
+    assert not torch.equal(saved["edits"]["multi#0:blue eyes"], saved["edits"]["multi#0:red eyes"])
+    torch.testing.assert_close(saved["edits"]["multi#0:blue eyes"], saved["edits"]["multi#1:blue eyes"])
 
 
 def test_photo_centre_crop_and_strength_scales_the_step(run_ckpt, photo, tmp_path):

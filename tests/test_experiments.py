@@ -31,7 +31,7 @@ def test_every_experiment_composes(name):
     choices = cfg.hydra.runtime.choices
     if name.startswith(("toyfaces", "ablation")):
         assert choices.domain == "toyfaces"
-    if name.startswith("toyfaces_") and name != "toyfaces_prompts":
+    if name.startswith("toyfaces_") and name not in ("toyfaces_prompts", "toyfaces_multi"):
         prompt = name.removeprefix("toyfaces_")
         assert choices.prompt == prompt and prompt in cfg.domain.edits  # the oracle can judge it
         # the default recipe, not a copy of its numbers
@@ -75,15 +75,36 @@ def expand(overrides: list[str]) -> list[dict[str, str]]:
     return [{"experiment": exp, **dict(zip(keys, vals))} for vals in values]
 
 
-def test_ablation_script_runs_7_configurations_x_3_prompts_x_3_seeds():
+def test_toyfaces_multi_is_the_recipe_on_six_prompts_with_judged_held_out_texts():
+    from src.toyworld.attributes import values_in_text
+
+    cfg = compose_train(["experiment=toyfaces_multi"])
+    default = compose_train(["domain=toyfaces"])
+    for key in ("loss", "aug", "model", "optimizer", "data"):
+        assert cfg[key] == default[key], key
+    assert cfg.trainer.max_steps == 2 * default.trainer.max_steps  # the budget: <= 2x one run
+    trained = {v for t in cfg.prompt.targets for v in values_in_text(t)}
+    assert len(cfg.prompt.targets) == len(trained) == 6
+    held_out = [values_in_text(t) for t in cfg.eval_prompts]
+    assert sum(len(v) == 1 and v[0] not in trained for v in held_out) >= 2  # values never trained
+    assert sum(len(v) == 2 and set(v) <= trained for v in held_out) >= 2  # composed of trained values
+
+
+def test_ablation_script_runs_8_configurations_x_3_prompts_x_3_seeds():
     jobs = [
         job for sweep in script_sweeps(ROOT / "experiments" / "ablation_toyfaces.sh") for job in expand(sweep)
     ]
-    assert len(jobs) == 63
+    assert len(jobs) == 72
     axes = ("loss", "aug", "model")
-    picked = {tuple(f"{k}={j[k]}" for k in ("experiment", *axes) if k in j) for j in jobs}
-    configs = {tuple(compose_train(list(p)).hydra.runtime.choices[k] for k in axes) for p in picked}
-    assert len(configs) == 7 and ("clip_nce", "perspective", "cfclip") in configs
+    keys = ("experiment", *axes, "domain.regularizers.identity.weight")
+    picked = {tuple(f"{k}={j[k]}" for k in keys if k in j) for j in jobs}
+    configs = {
+        tuple(compose_train(list(p)).hydra.runtime.choices[k] for k in axes)
+        + (float(compose_train(list(p)).domain.regularizers.identity.weight),)
+        for p in picked
+    }
+    assert len(configs) == 8 and ("clip_nce", "perspective", "cfclip", 0.2) in configs
+    assert ("clip_nce", "perspective", "cfclip", 0.0) in configs
     assert {(j["prompt"], j["seed"]) for j in jobs} == {(p, s) for p in PROMPTS for s in "012"}
     assert len(configs) == len(picked)  # no configuration run twice
 
@@ -136,7 +157,7 @@ def test_ablation_script_end_to_end_on_tiny(tmp_path):
                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     md = (tmp_path / "report" / "results.md").read_text()
-    assert "Jobs: 7 (7 ok)" in md and "Configuration axes: aug, loss, model" in md
+    assert "Jobs: 8 (8 ok)" in md and "Configuration axes: aug, identity, loss, model" in md
 
 
 @pytest.mark.slow

@@ -216,7 +216,7 @@ def test_toyfaces_prompts_derive_their_negatives_from_the_clip(tmp_path):
     """With the shipped toy CLIP the rule gives green lipstick the negative that was once written by hand."""
     from hydra.utils import instantiate
 
-    from src.module import derived_negatives
+    from src.text_bank import derived_negatives
     from tests.conftest import compose_train
 
     cfg = compose_train(["prompt=green_lipstick"], tmp_path)

@@ -80,3 +80,34 @@ def part_negatives(
         if text != target and text not in out and similarity(target, text) < max_cos:
             out.append(text)
     return out
+
+
+def short_name(text: str, source: str) -> str:
+    """A prompt name from its text: "face with elf ears" (source "face") -> "elf_ears"."""
+    words = text.split()
+    lead = source.split() + ["with"]
+    if words[: len(lead)] == lead and len(words) > len(lead):
+        words = words[len(lead) :]
+    return "_".join(words)
+
+
+def prompt_set(
+    targets: Sequence[str],
+    source: str,
+    templates: str | Sequence[str] = "imagenet",
+    negatives: Sequence[str] = (),
+    auto_negatives: dict | None = None,
+    name: str = "multi",
+) -> list[Prompt]:
+    """Several prompts for one text-conditioned mapper (``prompt=multi``): one :class:`Prompt` per target text,
+    sharing the source text, the templates and the negative rule; each named after its text."""
+    if isinstance(targets, str) or not targets:
+        raise ValueError(
+            f"prompt.targets must be a non-empty list of texts, got {targets!r}: "
+            "prompt.targets='[face with elf ears,face with green lipstick]'"
+        )
+    texts = [check_text(t, "target prompt") for t in targets]
+    if len(set(texts)) != len(texts):
+        raise ValueError(f"prompt.targets repeats a text: {texts}")
+    loaded = load_templates(templates) if isinstance(templates, str) else list(templates)
+    return [Prompt(t, source, loaded, short_name(t, source), list(negatives), auto_negatives) for t in texts]

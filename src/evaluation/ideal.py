@@ -91,11 +91,13 @@ def ideal_edit_scores(
     source: torch.Tensor,
     attribute: str,
     thresholds: FaithfulThresholds = FaithfulThresholds(),
+    region: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-face scores of edits (N, 3, H, W) of reconstructions ``recon`` against the ideal render ``ideal``
     of the source render ``source``: region fidelity per side (N, S), its minimum (N,), collateral PSNR (N,;
-    NaN when the region covers the image), PSNR to the ideal (N,), and the pixel-rule verdicts (N,) bool."""
-    region = changed_region(ideal, source)
+    NaN when the region covers the image), PSNR to the ideal (N,), and the pixel-rule verdicts (N,) bool.
+    ``region`` (N, 1, H, W): judge this part of a composed edit only (default: all the ideal repaints)."""
+    region = changed_region(ideal, source) if region is None else region.bool()
     side_masks = sides(region, attribute in PAIRED)
     fidelity = region_fidelity(edit, ideal, source, side_masks)
     outside = ~dilate(region, thresholds.dilate)

@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from src.evaluation.ideal import FaithfulThresholds, ideal_edit_scores, summarize
+from src.evaluation.toyfaces_composed import judge_composed
 from src.toyworld.assets import ASSET_DIR
-from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
+from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes, values_in_text
 from src.toyworld.render import attribute_mask, render
 
 # the ideal-edit numbers printed beside their ceilings (src.eval, training summary, src.report)
@@ -141,6 +142,19 @@ class ToyfacesEvaluator:
             )
         return self.edits[prompt_name]
 
+    def targets(self, prompt_name: str, text: str | None = None) -> list[tuple[str, str]]:
+        """The ground truth of a prompt: ``domain.edits[name]``, else the values its text names with the world's
+        caption phrases (src.toyworld.attributes.values_in_text): one, or several for a composed prompt."""
+        if prompt_name in self.edits or not text:
+            return [self.target(prompt_name)]
+        found = values_in_text(text)
+        if not found:
+            raise ValueError(
+                f"prompt {prompt_name!r} ({text!r}) names no value this world knows: write it with the captions' "
+                f"phrases (e.g. 'face with blue lipstick'), or add it to domain.edits as [attribute, value]"
+            )
+        return found
+
     def scenes(self, n: int) -> tuple[list[Attributes], list[int]]:
         from src.toyworld.assets import load_latents
 
@@ -148,13 +162,21 @@ class ToyfacesEvaluator:
         return ([Attributes.decode(v.numpy()) for v in test["labels"][:n]], test["seeds"][:n].tolist())
 
     @torch.no_grad()
-    def __call__(self, x: torch.Tensor, x_hat: torch.Tensor, prompt_name: str) -> dict[str, Any]:
-        attribute, value = self.target(prompt_name)
-        label = SCHEMA[attribute].index(value)
+    def __call__(
+        self, x: torch.Tensor, x_hat: torch.Tensor, prompt_name: str, text: str | None = None
+    ) -> dict[str, Any]:
+        targets = self.targets(prompt_name, text)
         x, x_hat = x.float().cpu(), x_hat.float().cpu()
         oracle = self.oracle
         p_src, p_edit = oracle.predict(x), oracle.predict(x_hat)
         attrs, seeds = self.scenes(x.shape[0])
+        if len(targets) > 1:
+            out, self.last = judge_composed(
+                oracle, x, x_hat, attrs, seeds, targets, self.thresholds, (p_src, p_edit), self.asset_dir
+            )
+            return out
+        ((attribute, value),) = targets
+        label = SCHEMA[attribute].index(value)
         ideal_t, mask, source = ideal_edits(attrs, seeds, attribute, value)
         ideal_metrics, faithful = judge(
             oracle, x, x_hat, ideal_t, source, attribute, value, self.thresholds, (p_src, p_edit)
@@ -180,7 +202,12 @@ class ToyfacesEvaluator:
 
 
 def ceiling_table(metrics: dict[str, Any]) -> str:
-    """The ideal-edit metrics of a result beside their ceilings, as a few aligned lines ('' without them)."""
+    """The ideal-edit metrics of a result beside their ceilings, as a few aligned lines ('' without them); for
+    a multi-prompt evaluation, one block per prompt."""
+    if isinstance(metrics.get("prompts"), dict):
+        blocks = [(name, ceiling_table(m)) for name, m in metrics["prompts"].items()]
+        return "\n".join(f"[{'seen' if m.get('seen') else 'unseen'}] {t}"
+                         for (name, t), m in zip(blocks, metrics["prompts"].values()) if t)  # fmt: skip
     if metrics.get("faithful_rate") is None:
         return ""
     ceiling = metrics.get("ceiling") or {}

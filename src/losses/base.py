@@ -46,6 +46,13 @@ class StepContext:
     view_features: torch.Tensor | None = None  # (B, K, E) of the K augmented views of x_hat
     src_view_features: torch.Tensor | None = None  # (B, K, E) of x under the same views, or src_features
 
+    def select(self, rows: torch.Tensor, text: TextFeatures) -> StepContext:
+        """The samples ``rows`` (index tensor) of this step with another prompt's text (multi-prompt batches)."""
+        picked = {
+            k: v.index_select(0, rows) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()
+        }
+        return StepContext(**{**picked, "text": text})
+
     def need(self, name: str) -> torch.Tensor:
         """A field, with a clear error when the module did not compute it (a term forgot ``requires``)."""
         value = getattr(self, name)

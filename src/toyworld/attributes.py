@@ -7,6 +7,7 @@ Each attribute has natural values (common in the generator's training data) and 
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -222,3 +223,21 @@ def counterfactual(attrs: Attributes, attribute: str, value: str) -> Attributes:
         raise KeyError(f"unknown attribute {attribute!r}; valid: {tuple(SCHEMA)}")
     SCHEMA[attribute].index(value)
     return attrs.replace(**{attribute: value})
+
+
+def values_in_text(text: str) -> list[tuple[str, str]]:
+    """The (attribute, value) pairs a text names with this world's caption phrases (whole words, longest phrase
+    first, in the order of the text): "face with elf ears and green lipstick" -> [("ears", "pointed"),
+    ("lip_color", "green")]. The ground truth of any prompt, written or not (evaluation only)."""
+    padded = " " + " ".join(re.findall(r"[a-z]+", text.lower())) + " "
+    phrases = sorted(
+        ((p, a, v) for a, s in SCHEMA.items() for v, ps in s.phrases.items() for p in ps),
+        key=lambda item: -len(item[0]),
+    )
+    found: dict[str, tuple[int, str]] = {}
+    for p, attribute, value in phrases:
+        at = padded.find(f" {p} ")
+        if at >= 0 and attribute not in found:
+            found[attribute] = (at, value)
+            padded = padded.replace(f" {p} ", " " + "#" * len(p) + " ")  # a shorter phrase cannot reuse it
+    return [(a, v) for a, (_, v) in sorted(found.items(), key=lambda item: item[1][0])]

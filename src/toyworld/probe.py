@@ -26,7 +26,8 @@ from omegaconf import DictConfig, OmegaConf
 from src.evaluation.ideal import FaithfulThresholds, ideal_edit_scores, nanmean
 from src.evaluation.toyfaces import ToyfacesEvaluator
 from src.losses.base import StepContext
-from src.module import add_clip_features, encode_prompt
+from src.module import add_clip_features
+from src.text_bank import encode_prompt
 from src.toyworld.attributes import SCHEMA, counterfactual, sample_attributes
 from src.toyworld.render import render_batch
 from src.utils.errors import run_task

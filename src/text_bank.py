@@ -1,0 +1,111 @@
+"""Cached CLIP text features of a run's prompts: one entry per prompt (a multi-prompt mapper has several), and
+any other text on demand (what a multi-prompt mapper is asked at inference)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from src.data.prompts import Prompt, part_negatives
+from src.losses.base import TextFeatures
+
+log = logging.getLogger("cfclip")
+FIELDS = ("target", "source", "target_templates", "source_templates", "negative_templates")
+
+
+@torch.no_grad()
+def derived_negatives(clip: nn.Module, prompt: Prompt) -> list[str]:
+    """prompt.negatives plus those its auto_negatives rule derives with this CLIP (template-averaged cosines)."""
+    rule = prompt.auto_negatives
+    if not rule:
+        return list(prompt.negatives)
+    cache: dict[str, torch.Tensor] = {}
+
+    def embed(text: str) -> torch.Tensor:
+        if text not in cache:
+            cache[text] = F.normalize(clip.encode_text(prompt.with_templates(text)).float().mean(0), dim=0)
+        return cache[text]
+
+    sim = lambda a, b: float(embed(a) @ embed(b))  # noqa: E731
+    derived = part_negatives(prompt.target, list(rule["parts"]), sim, float(rule.get("max_cos", 0.95)))
+    log.info("negatives derived for %r: %s", prompt.target, derived or "none")
+    return list(dict.fromkeys([*prompt.negatives, *derived]))
+
+
+@torch.no_grad()
+def encode_prompt(clip: nn.Module, prompt: Prompt) -> TextFeatures:
+    """The prompt's normalised text features: plain target/source and every template of each (and of every
+    negative, given or derived: (0, E) without negatives)."""
+    target_templates = clip.encode_text(prompt.with_templates(prompt.target))
+    negatives = [t for text in derived_negatives(clip, prompt) for t in prompt.with_templates(text)]
+    return TextFeatures(
+        target=clip.encode_text([prompt.target])[0],
+        source=clip.encode_text([prompt.source])[0],
+        target_templates=target_templates,
+        source_templates=clip.encode_text(prompt.with_templates(prompt.source)),
+        negative_templates=clip.encode_text(negatives) if negatives else target_templates[:0],
+    )
+
+
+class TextBank(nn.Module):
+    """Text features of P prompts, encoded once (non-persistent buffers: they follow .to(), are never saved).
+
+    ``features(i)``: prompt i's TextFeatures (what the loss terms read); ``embeddings`` (P, E): the raw target
+    embeddings the TEM reads. ``lookup(clip, text)`` gives the same for any other text, derived with the first
+    prompt's source, templates and negative rule, and cached."""
+
+    def __init__(self, clip: nn.Module, prompts: Sequence[Prompt]):
+        super().__init__()
+        self.prompts = list(prompts)
+        if not self.prompts:
+            raise ValueError("a run needs at least one prompt (prompt.targets is empty)")
+        names = [p.name for p in self.prompts]
+        if len(set(names)) != len(names):
+            raise ValueError(f"prompt names must be unique, got {names}")
+        raw = []
+        for i, p in enumerate(self.prompts):
+            for key, value in vars(encode_prompt(clip, p)).items():
+                self.register_buffer(f"p{i}_{key}", value.float().clone(), persistent=False)
+            raw.append(clip.encode_text([p.target], normalize=False)[0].float())
+        self.register_buffer("embeddings", torch.stack(raw), persistent=False)  # (P, E) TEM inputs
+        self._other: dict[str, tuple[TextFeatures, torch.Tensor]] = {}
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.prompts]
+
+    @property
+    def targets(self) -> list[str]:
+        return [p.target for p in self.prompts]
+
+    def features(self, i: int) -> TextFeatures:
+        return TextFeatures(*(getattr(self, f"p{i}_{key}") for key in FIELDS))
+
+    def index(self, text: str) -> int | None:
+        """The index of a prompt given by its name or its target text (None if the run has no such prompt)."""
+        for i, p in enumerate(self.prompts):
+            if text in (p.name, p.target):
+                return i
+        return None
+
+    @torch.no_grad()
+    def lookup(self, clip: nn.Module, text: str) -> tuple[TextFeatures, torch.Tensor]:
+        """(TextFeatures, raw embedding (E,)) of any text: a run prompt's cached ones, else encoded once."""
+        i = self.index(text)
+        if i is not None:
+            return self.features(i), self.embeddings[i]
+        if text not in self._other:
+            p = self.prompts[0]
+            prompt = Prompt(text, p.source, p.templates, negatives=[], auto_negatives=p.auto_negatives)
+            feats = encode_prompt(clip, prompt)
+            self._other[text] = (feats, clip.encode_text([prompt.target], normalize=False)[0].float())
+        feats, emb = self._other[text]
+        device = self.embeddings.device
+        return feats.to(device), emb.to(device)
