@@ -7,14 +7,16 @@
 #   bash experiments/toyfaces_multi.sh                      # SEEDS=0,1,2 STEPS="800 2400"
 #   SEEDS=0 STEPS=800 bash experiments/toyfaces_multi.sh    # one multi job (and the single-prompt timing)
 #   SWEEP_ROOT=multirun/toyfaces_multi/<time> SEEDS=0 STEPS=2400 bash ...   # add jobs to a study
+#   VARIANTS="multi wide" STEPS=2400 bash ...   # also experiment=toyfaces_multi_wide (11 texts), dirs wide_steps<N>
 #
-# Runs: multirun/toyfaces_multi/<time>/steps<N>/seed<S> (SWEEP_ROOT=...); a finished job (eval/eval.json) is
+# Runs: multirun/toyfaces_multi/<time>/[<variant>_]steps<N>/seed<S> (SWEEP_ROOT=...); a finished job (eval/eval.json) is
 # skipped, so the script resumes. Table: experiments/results/toyfaces_multi/ (OUT=...), against the per-prompt
 # runs of experiments/results/toyfaces_prompts/runs.csv (PER_PROMPT=...).
 set -euo pipefail
 source "$(dirname "$0")/_common.sh"
 SEEDS=${SEEDS:-0,1,2}
 STEPS=${STEPS:-800 2400}
+VARIANTS=${VARIANTS:-multi}
 ROOT=${SWEEP_ROOT:-multirun/toyfaces_multi/$STAMP}
 OUT=${OUT:-experiments/results/toyfaces_multi}
 PER_PROMPT=${PER_PROMPT:-experiments/results/toyfaces_prompts/runs.csv}
@@ -29,9 +31,13 @@ timed() {  # timed DIR overrides...: one training run into DIR, its wall time ap
   "$PYTHON" -m src.train "$@" logger=csv "${EXTRA[@]}" "hydra.run.dir=$dir" >"$dir.log" 2>&1
   echo "$dir,$((SECONDS - t0))" >>"$ROOT/times.csv"
 }
-for steps in $STEPS; do
-  for seed in ${SEEDS//,/ }; do
-    timed "$ROOT/steps$steps/seed$seed" experiment=toyfaces_multi "trainer.max_steps=$steps" "seed=$seed"
+for variant in $VARIANTS; do
+  exp=toyfaces_multi prefix=""
+  if [[ $variant != multi ]]; then exp=toyfaces_multi_$variant prefix=${variant}_; fi
+  for steps in $STEPS; do
+    for seed in ${SEEDS//,/ }; do
+      timed "$ROOT/${prefix}steps$steps/seed$seed" "experiment=$exp" "trainer.max_steps=$steps" "seed=$seed"
+    done
   done
 done
 timed "$ROOT/single/seed0" experiment=toyfaces prompt=green_lipstick seed=0

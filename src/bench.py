@@ -2,8 +2,9 @@
 
 Prints ONE JSON object comparing, on the same models and the same batch, in one interleaved run:
 
-* ``step_ms``: our real training step, ``CFCLIPModule.compute_context`` + loss + backward + optimizer step
-  (what ``training_step`` does, without Lightning's logging), built by ``src.builders.build`` from the configs;
+* ``step_ms``: our real training step, ``CFCLIPModule.step_loss`` + backward + optimizer step (what
+  ``training_step`` does, without Lightning's logging; ``prompt=multi``: each prompt's samples with its own
+  text), built by ``src.builders.build`` from the configs;
 * ``core_ms``: the irreducible core, generator forward+backward on the edited latents, CLIP on the source
   (forward) and on the K views (forward+backward; the edited image is resized to CLIP's input once and
   repeated K times), nothing else. ``source_render_ms`` is the no-grad render of the source image, which
@@ -321,7 +322,7 @@ class Bench:
     def ours(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
         with self.autocast():
-            total, _parts = self.module.loss(self.module.compute_context(self.w))
+            total, _parts, _per_prompt = self.module.step_loss({"w": self.w}, training=True)
         total.backward()
         self.optimizer.step()
 
@@ -477,6 +478,7 @@ class Bench:
             "clip_input": int(self.clip.image_size),
             "templates": len(self.templates_source),
             "loss_terms": list(self.module.loss.terms),
+            "prompts": len(self.module.texts),  # prompt=multi: one group per prompt in every step
             "precision": opts["precision"] + ("+tf32" if opts["tf32"] else ""),
             "compile": opts["compile"],
             "channels_last": bool(self.nhwc),

@@ -109,3 +109,20 @@ class TextBank(nn.Module):
         feats, emb = self._other[text]
         device = self.embeddings.device
         return feats.to(device), emb.to(device)
+
+    @torch.no_grad()
+    def novelty(self, clip: nn.Module, text: str) -> dict[str, float | str]:
+        """How new a text is to the TEM, whose PixelNorm sees only the embedding's direction: the norm of its unit
+        embedding outside the span of the trained ones (0: a trained text or a mix of them; 1: orthogonal to all)
+        and the nearest trained text with its cosine."""
+        e = F.normalize(self.lookup(clip, text)[1], dim=-1)  # (E,)
+        a = F.normalize(self.embeddings, dim=-1)  # (P, E)
+        coef = torch.linalg.lstsq(a.T.cpu(), e[:, None].cpu()).solution  # (P, 1)
+        residual = (e.cpu() - (a.T.cpu() @ coef)[:, 0]).norm().item()
+        cos = a @ e
+        i = int(cos.argmax())
+        return {
+            "text_residual": residual,
+            "nearest_trained_cos": cos[i].item(),
+            "nearest_trained": self.targets[i],
+        }

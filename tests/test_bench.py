@@ -26,6 +26,7 @@ KEYS = {
     "batch",
     "views",
     "image_size",
+    "prompts",
     "clip_input",
     "templates",
     "loss_terms",
@@ -92,6 +93,20 @@ def test_overrides_reach_the_config() -> None:
     out = run_bench("preset=tiny", "steps=1", "warmup=0", "views=2", "loss=directional", "threads=1")
     assert out["views"] == 2 and "directional" in out["loss_terms"]
     assert out["speedup_vs_official"] > 0
+
+
+def test_multi_prompt_step_is_benchmarked() -> None:
+    """prompt=multi: the step is step_loss's, one loss per prompt group of the batch."""
+    out = run_bench(
+        "preset=tiny",
+        "steps=1",
+        "warmup=0",
+        "threads=1",
+        "batch=3",
+        "prompt=multi",
+        "prompt.targets=[a b,c d,e f]",
+    )
+    assert out["prompts"] == 3 and out["step_ms"] > 0
 
 
 def test_parse_args_defaults_and_errors() -> None:

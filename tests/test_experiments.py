@@ -31,7 +31,7 @@ def test_every_experiment_composes(name):
     choices = cfg.hydra.runtime.choices
     if name.startswith(("toyfaces", "ablation")):
         assert choices.domain == "toyfaces"
-    if name.startswith("toyfaces_") and name not in ("toyfaces_prompts", "toyfaces_multi"):
+    if name.startswith("toyfaces_") and name != "toyfaces_prompts" and not name.startswith("toyfaces_multi"):
         prompt = name.removeprefix("toyfaces_")
         assert choices.prompt == prompt and prompt in cfg.domain.edits  # the oracle can judge it
         # the default recipe, not a copy of its numbers
@@ -169,3 +169,17 @@ def test_a_sweep_of_ddp_jobs(tmp_path):
     jobs = sorted((tmp_path / "multirun").glob("[0-9]*"))
     assert [j.name for j in jobs] == ["0", "1"]  # no rank started a sweep of its own
     assert all((j / "eval" / "eval.json").is_file() and not (j / "error.json").exists() for j in jobs)
+
+
+def test_toyfaces_multi_wide_trains_every_word_of_its_held_out_texts_but_not_their_values():
+    from src.toyworld.attributes import values_in_text
+
+    cfg = compose_train(["experiment=toyfaces_multi_wide"])
+    assert list(cfg.eval_prompts) == list(compose_train(["experiment=toyfaces_multi"]).eval_prompts)
+    trained = {v for t in cfg.prompt.targets for v in values_in_text(t)}
+    words = {w for t in cfg.prompt.targets for w in t.split()}
+    held_out = [t for t in cfg.eval_prompts if len(values_in_text(t)) == 1]
+    assert len(held_out) >= 2
+    for text in held_out:
+        assert values_in_text(text)[0] not in trained, text
+        assert set(text.split()) <= words, text  # composed of trained words only

@@ -102,6 +102,10 @@ def test_evaluate_seen_and_unseen_texts(multi_ckpt, tmp_path):
     assert m["seen"]["prompts"] == 3 and m["unseen"]["prompts"] == 1 and not m["prompts"]["blue_eyes"]["seen"]
     assert (tmp_path / "blue_eyes" / "eval_grid.png").is_file() and (tmp_path / "eval.json").is_file()
     assert m["prompts"]["blue_eyes"]["clip_score"] != m["prompts"]["elf_ears"]["clip_score"]
+    seen, new = m["prompts"]["elf_ears"], m["prompts"]["blue_eyes"]  # distance from the trained texts
+    assert seen["text_residual"] < 1e-4 and seen["nearest_trained"] == "elf ears"
+    assert seen["nearest_trained_cos"] == pytest.approx(1.0, abs=1e-5)
+    assert 0.01 < new["text_residual"] <= 1.0 and new["nearest_trained_cos"] < 1.0 - 1e-4
 
 
 def test_one_prompt_checkpoint_refuses_other_texts(tmp_path):

@@ -81,8 +81,9 @@ def evaluate(
     """All metrics of ``module`` on ``latents``; writes ``eval.json`` and ``eval_grid.png`` into ``out_dir``.
 
     A one-prompt run without ``prompts``: its prompt's metrics. Otherwise every prompt of the run and every
-    text of ``prompts`` (a multi-prompt mapper edits any text), each into ``out_dir/<name>/``; the summary holds
-    them under ``prompts`` and their means over the seen (trained) and unseen texts."""
+    text of ``prompts`` (a multi-prompt mapper edits any text), each into ``out_dir/<name>/`` with its distance
+    from the trained texts (``TextBank.novelty``); the summary holds them under ``prompts`` and their means over
+    the seen (trained) and unseen texts."""
     named = evaluation_prompts(module, prompts)
     if len(named) == 1:
         return evaluate_prompt(module, cfg, latents, out_dir, grid_images, batch_size, cfg.prompt.name, None)
@@ -91,6 +92,7 @@ def evaluate(
         sub = os.path.join(out_dir, name) if out_dir else None
         results[name] = evaluate_prompt(module, cfg, latents, sub, grid_images, batch_size, name, text)
         results[name]["seen"] = seen
+        results[name].update(module.texts.novelty(module.clip, text))  # how far the TEM extrapolates
         log.info("%s %r: %s", "seen" if seen else "unseen", text, headline(results[name]))
     metrics: dict[str, Any] = {"prompt": cfg.prompt.name, "n": latents.shape[0], "prompts": results}
     for group, want in (("seen", True), ("unseen", False)):
