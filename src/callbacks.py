@@ -69,7 +69,9 @@ class ImageGridCallback(pl.Callback):
 
 class OracleCurveCallback(pl.Callback):
     """Every ``every_n_steps``: the domain evaluator's metrics (toyfaces: the oracle) on the first
-    ``num_latents`` test latents, logged as ``oracle/*`` and saved to ``path`` (JSON list).
+    ``num_latents`` test latents, logged as ``oracle/*`` and saved to ``path`` (JSON list). A multi-prompt run
+    deals the latents out to its prompts in turn (prompt j gets latents j, j + P, ...) and logs their mean and
+    ``oracle/<name>/faithful_rate``: the same cost as one prompt, each prompt on ``num_latents / P`` faces.
 
     Shows what the CLIP loss cannot: the loss may keep falling while the oracle's edit accuracy falls too (the
     mapper drifting to edits only CLIP likes). Diagnostic only: picking a checkpoint on it tunes on the test set.
@@ -108,16 +110,23 @@ class OracleCurveCallback(pl.Callback):
         was_training = module.training
         # a diagnostic must not change the run: the oracle draws random numbers, so fork the RNG streams
         cuda = [module.device.index or 0] if module.device.type == "cuda" else []
-        prompts = getattr(module, "prompts", [module.prompt])
-        per: list[dict[str, float]] = []
+        prompts = getattr(module, "prompts", None) or [module.prompt]
+        per_name: dict[str, dict[str, float]] = {}
         with torch.random.fork_rng(devices=cuda):
-            for p in prompts:  # a multi-prompt mapper: each prompt, then their mean
+            for j, p in enumerate(prompts):  # a multi-prompt mapper: each prompt, then their mean
                 text = p.target if len(prompts) > 1 else None
-                x, x_hat = edit_test_set(module, latents, text=text)
+                # the latents are dealt out to the prompts in turn, so the curve costs the same for any number
+                own = latents[j :: len(prompts)]
+                if len(own) == 0:
+                    continue
+                x, x_hat = edit_test_set(module, own, text=text)
                 flat = flatten(
                     self.evaluator(x, x_hat, p.name, text) if text else self.evaluator(x, x_hat, p.name)
                 )
-                per.append({k: float(flat[k]) for k in self.KEYS if isinstance(flat.get(k), int | float)})
+                per_name[p.name] = {
+                    k: float(flat[k]) for k in self.KEYS if isinstance(flat.get(k), int | float)
+                }
+        per = list(per_name.values())
         module.train(was_training)
         metrics = {
             f"oracle/{k}": float(np.mean([m[k] for m in per if k in m]))
@@ -127,8 +136,8 @@ class OracleCurveCallback(pl.Callback):
         if len(prompts) > 1:
             metrics.update(
                 {
-                    f"oracle/{p.name}/faithful_rate": m["faithful_rate"]
-                    for p, m in zip(prompts, per)
+                    f"oracle/{name}/faithful_rate": m["faithful_rate"]
+                    for name, m in per_name.items()
                     if "faithful_rate" in m
                 }
             )

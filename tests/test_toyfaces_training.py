@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from src.train import train
 from tests.conftest import FAST, compose_train
 
@@ -97,3 +99,43 @@ def test_oracle_curve_leaves_the_training_rng_alone(tmp_path):
     torch.manual_seed(0)
     assert torch.equal(after, torch.rand(3))
     assert cb.history[0]["step"] == 5 and 0 <= cb.history[0]["oracle/preservation"] <= 1
+
+
+def test_oracle_curve_deals_the_latents_out_to_the_prompts():
+    """A multi-prompt run: each prompt is judged on its own share of the latents, so the curve's cost does not
+    grow with the number of prompts; the mean and each prompt's faithful rate are logged."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from src.callbacks import OracleCurveCallback
+
+    seen: list[tuple[str, int]] = []
+
+    class Stub(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.generator = SimpleNamespace(n_latent=2)
+            self.prompts = [SimpleNamespace(name=n, target=f"face with {n}") for n in ("a", "b", "c")]
+            self.p = torch.nn.Parameter(torch.zeros(1))
+
+        @property
+        def device(self):
+            return self.p.device
+
+        def render_pair(self, w, text=None):
+            seen.append((text, w.shape[0]))
+            return torch.zeros(w.shape[0], 3, 4, 4), torch.ones(w.shape[0], 3, 4, 4)
+
+    def evaluator(x, x_hat, name, text=None):
+        return {"faithful_rate": {"a": 0.1, "b": 0.2, "c": 0.6}[name], "edit_accuracy": float(x.shape[0])}
+
+    latents = torch.zeros(4, 2, 8)
+    trainer = SimpleNamespace(
+        datamodule=SimpleNamespace(splits={"test": latents}), loggers=[], global_step=5, is_global_zero=True
+    )
+    cb = OracleCurveCallback(evaluator, every_n_steps=5, num_latents=4)
+    cb.on_train_batch_end(trainer, Stub())
+    assert seen == [("face with a", 2), ("face with b", 1), ("face with c", 1)]  # 4 latents in all
+    h = cb.history[0]
+    assert h["oracle/faithful_rate"] == pytest.approx(0.3) and h["oracle/c/faithful_rate"] == 0.6
