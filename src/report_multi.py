@@ -145,7 +145,7 @@ def report(root: str, per_prompt: str, out: str) -> str:
     lines += novelty_table(multi, steps)
     times = wall_times(root)
     if times:
-        lines += ["", "Wall time per run (s, this machine, one run at a time): "
+        lines += ["", "Wall time per run (s, as recorded in times.csv; a job that shared the cores with another ran slower): "
                   + ", ".join(f"{k} {v:.0f}" for k, v in sorted(times.items()))]  # fmt: skip
         if "single" in times:
             lines += [f"- {k}: {v / times['single']:.2f}x one single-prompt run" for k, v in sorted(times.items())
