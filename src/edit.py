@@ -130,23 +130,14 @@ def trained_texts(ckpt: dict, cfg: DictConfig) -> list[str]:
     return [str(t) for t in targets] if targets else [str(cfg.prompt.target)]
 
 
-def check_text(editor: Editor, text: str) -> str:
-    """Any text for a multi-prompt mapper; a one-prompt mapper only edits toward its own text."""
-    if len(editor.targets) == 1 and text not in editor.targets:
-        raise ValueError(
-            f"checkpoint '{editor.label}' was trained for the one prompt {editor.targets[0]!r}, not for {text!r}: "
-            "a one-prompt mapper does not generalise to other texts. Train one mapper on many prompts "
-            "(experiment=toyfaces_multi, or prompt=multi prompt.targets=[...]) and edit any text with its checkpoint."
-        )
-    return text
-
-
 @torch.no_grad()
 def apply_edits(
     editors: list[Editor], clip: Any, w: torch.Tensor, prompts: list[str], strength: float
 ) -> dict[str, torch.Tensor]:
     """{label: edited W+ (N, L, D)} for each editor and each of ``prompts`` (default: the texts it was trained
     for). A multi-prompt mapper takes any text; a one-prompt mapper only its own (clear error otherwise)."""
+    from src.text_bank import check_generalises
+
     out: dict[str, torch.Tensor] = {}
     for editor in editors:
         if prompts and not editor.use_tem and any(t not in editor.targets for t in prompts):
@@ -154,7 +145,9 @@ def apply_edits(
                 f"checkpoint '{editor.label}' was trained without TEM (model.tem=false): its edit is fixed to "
                 f"'{editor.targets[0]}' and cannot take other prompts; drop prompts="
             )
-        texts = [check_text(editor, t) for t in prompts] or editor.targets
+        texts = [
+            check_generalises(editor.targets, t, f"checkpoint '{editor.label}'") for t in prompts
+        ] or editor.targets
         for text in texts:
             emb = clip.encode_text([text], normalize=False)[0] if editor.use_tem else None
             label = editor.label if not prompts and len(texts) == 1 else f"{editor.label}:{text}"

@@ -20,7 +20,7 @@ from src.augment import MultiView
 from src.data.prompts import Prompt
 from src.losses.base import LossSum, StepContext, TextFeatures
 from src.models.frozen import freeze, is_frozen
-from src.text_bank import TextBank
+from src.text_bank import TextBank, check_generalises
 
 TRAINABLE_PREFIX = "mapper."
 
@@ -95,14 +95,7 @@ class CFCLIPModule(pl.LightningModule):
 
     def check_text(self, text: str) -> str:
         """A text this mapper can edit toward: any text for a multi-prompt mapper, its own for a single one."""
-        if len(self.texts) == 1 and self.texts.index(text) is None:
-            raise ValueError(
-                f"this checkpoint's mapper was trained for the one prompt {self.prompt.target!r}, not for "
-                f"{text!r}: one-prompt mappers do not generalise to other texts. Train one mapper on many "
-                "prompts (experiment=toyfaces_multi, or prompt=multi prompt.targets=[...]) and edit any text "
-                "with its checkpoint."
-            )
-        return text
+        return check_generalises(self.texts.targets, text, "this checkpoint's mapper", self.texts.names)
 
     def edit(
         self, w: torch.Tensor, prompt_ids: torch.Tensor | None = None, text: str | None = None

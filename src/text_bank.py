@@ -51,6 +51,24 @@ def encode_prompt(clip: nn.Module, prompt: Prompt) -> TextFeatures:
     )
 
 
+@torch.no_grad()
+def encode_with_embedding(clip: nn.Module, prompt: Prompt) -> tuple[TextFeatures, torch.Tensor]:
+    """The prompt's text features and its raw (unnormalised) target embedding (E,), the TEM's input."""
+    return encode_prompt(clip, prompt), clip.encode_text([prompt.target], normalize=False)[0].float()
+
+
+def check_generalises(trained: Sequence[str], text: str, label: str, accepted: Sequence[str] = ()) -> str:
+    """``text`` if a mapper trained on the texts ``trained`` may edit toward it: any text when it learnt several,
+    only its own (or one of ``accepted``, e.g. its prompt name) when it learnt one; a clear error otherwise."""
+    if len(trained) == 1 and text not in (*trained, *accepted):
+        raise ValueError(
+            f"{label} was trained for the one prompt {trained[0]!r}, not for {text!r}: one-prompt mappers do not "
+            "generalise to other texts. Train one mapper on many prompts (experiment=toyfaces_multi, or "
+            "prompt=multi prompt.targets=[...]) and edit any text with its checkpoint."
+        )
+    return text
+
+
 class TextBank(nn.Module):
     """Text features of P prompts, encoded once (non-persistent buffers: they follow .to(), are never saved).
 
@@ -68,9 +86,10 @@ class TextBank(nn.Module):
             raise ValueError(f"prompt names must be unique, got {names}")
         raw = []
         for i, p in enumerate(self.prompts):
-            for key, value in vars(encode_prompt(clip, p)).items():
+            feats, emb = encode_with_embedding(clip, p)
+            for key, value in vars(feats).items():
                 self.register_buffer(f"p{i}_{key}", value.float().clone(), persistent=False)
-            raw.append(clip.encode_text([p.target], normalize=False)[0].float())
+            raw.append(emb)
         self.register_buffer("embeddings", torch.stack(raw), persistent=False)  # (P, E) TEM inputs
         self._other: dict[str, tuple[TextFeatures, torch.Tensor]] = {}
 
@@ -104,8 +123,7 @@ class TextBank(nn.Module):
         if text not in self._other:
             p = self.prompts[0]
             prompt = Prompt(text, p.source, p.templates, negatives=[], auto_negatives=p.auto_negatives)
-            feats = encode_prompt(clip, prompt)
-            self._other[text] = (feats, clip.encode_text([prompt.target], normalize=False)[0].float())
+            self._other[text] = encode_with_embedding(clip, prompt)
         feats, emb = self._other[text]
         device = self.embeddings.device
         return feats.to(device), emb.to(device)
@@ -115,10 +133,10 @@ class TextBank(nn.Module):
         """How new a text is to the TEM, whose PixelNorm sees only the embedding's direction: the norm of its unit
         embedding outside the span of the trained ones (0: a trained text or a mix of them; 1: orthogonal to all)
         and the nearest trained text with its cosine."""
-        e = F.normalize(self.lookup(clip, text)[1], dim=-1)  # (E,)
-        a = F.normalize(self.embeddings, dim=-1)  # (P, E)
-        coef = torch.linalg.lstsq(a.T.cpu(), e[:, None].cpu()).solution  # (P, 1)
-        residual = (e.cpu() - (a.T.cpu() @ coef)[:, 0]).norm().item()
+        e = F.normalize(self.lookup(clip, text)[1], dim=-1).cpu()  # (E,)
+        a = F.normalize(self.embeddings, dim=-1).cpu()  # (P, E)
+        coef = torch.linalg.lstsq(a.T, e[:, None]).solution  # (P, 1)
+        residual = (e - (a.T @ coef)[:, 0]).norm().item()
         cos = a @ e
         i = int(cos.argmax())
         return {

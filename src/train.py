@@ -263,9 +263,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         log.info(
             "done in %.1fs; metrics: %s",
             metrics["time_s"],
-            {
-                k: round(v, 4) for k, v in sorted(metrics.items()) if "/prompts/" not in k
-            },  # (per prompt: above)
+            {k: round(v, 4) for k, v in sorted(metrics.items()) if "/prompts/" not in k},  # per prompt: above
         )
         if ckpt_cb is not None and getattr(ckpt_cb, "last_model_path", ""):
             log.info("checkpoint: %s", ckpt_cb.last_model_path)

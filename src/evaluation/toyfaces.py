@@ -205,9 +205,8 @@ def ceiling_table(metrics: dict[str, Any]) -> str:
     """The ideal-edit metrics of a result beside their ceilings, as a few aligned lines ('' without them); for
     a multi-prompt evaluation, one block per prompt."""
     if isinstance(metrics.get("prompts"), dict):
-        blocks = [(name, ceiling_table(m)) for name, m in metrics["prompts"].items()]
-        return "\n".join(f"[{'seen' if m.get('seen') else 'unseen'}] {t}"
-                         for (name, t), m in zip(blocks, metrics["prompts"].values()) if t)  # fmt: skip
+        blocks = ((m, ceiling_table(m)) for m in metrics["prompts"].values())
+        return "\n".join(f"[{'seen' if m.get('seen') else 'unseen'}] {t}" for m, t in blocks if t)
     if metrics.get("faithful_rate") is None:
         return ""
     ceiling = metrics.get("ceiling") or {}

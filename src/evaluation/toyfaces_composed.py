@@ -134,9 +134,8 @@ def judge_composed(
     out, faithful = composed_verdicts(*readings, x, x_hat, ideal, source, parts, targets, thresholds)
     key = ceiling_key(asset_dir, targets, seeds, thresholds, ceiling_refine_steps)
     ceiling = load_json(key)
-    if (
-        ceiling is None
-    ):  # the world's inversion of the composed ideal: ~1 min per 64 faces on one core, cached
+    # the world's inversion of the composed ideal: ~1 min per 64 faces on one core, cached
+    if ceiling is None:
         gen = load_generator(asset_dir)
         with torch.enable_grad():
             w = refine(gen, ideal, invert(load_inverter(asset_dir), ideal), ceiling_refine_steps)
