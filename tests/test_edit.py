@@ -13,7 +13,8 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
-from src.edit import apply_edits, invert_images, load_editors, run_edit
+from src.edit import apply_edits, load_editors, run_edit
+from src.photo import invert_images
 from tests.conftest import CONF, FAST, compose_train
 
 
