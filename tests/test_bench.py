@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from src.bench import PRESETS, parse_args
+from src.bench_options import PRESETS, parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 
