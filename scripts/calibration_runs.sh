@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # Short mapper runs whose edits calibrate the toyfaces oracle (build stage `calibrate`, src/toyworld/calibration.py):
-# every counterfactual value x two (loss, augmentation) pairs, 150 steps, a checkpoint every 50. Runs 0-7 go to
-# <work>/calibration_runs/fit (the oracle is fine-tuned on their edits of train faces), runs 8-15 to .../heldout
-# (the oracle's agreement with the region rule is measured on their edits of test faces). Resumable: finished
-# runs are skipped. ~2 min per run on one core.
-# Usage: [ASSETS=<asset dir>] scripts/calibration_runs.sh [work dir, default build/toyfaces]
+# every counterfactual value x (loss, augmentation) pairs, 150 steps, a checkpoint every 50. Runs 0-7 and the
+# EXTRA runs (16 on) go to <work>/calibration_runs/fit (the oracle is fine-tuned on their edits of train faces);
+# runs 8-15 and two default-recipe runs (elf ears, "face with blue lipstick", 400 steps, a checkpoint every 100) go
+# to .../heldout (the oracle's agreement with the region rule is measured on their edits of test faces).
+# For each value the fitting runs use other (loss, augmentation) pairs than its held-out run. Resumable: finished
+# runs are skipped. ~2 min per 150-step run on one core.
+# Usage: [ASSETS=<asset dir>] [EXTRA=0] scripts/calibration_runs.sh [work dir, default build/toyfaces]
 # ASSETS: the generator/CLIP the runs train on (default: the shipped assets); in a fresh build, a provisional
 # export of the new generator (python -m src.toyworld.build --stages latents,export --out <dir>).
+# EXTRA: fitting runs per value beyond the first (0-3; default 0, the shipped calibration: 8 fitting runs and 10
+# held out; EXTRA=3: 8 + 24 fitting runs, every value fitted on 4 (loss, augmentation) pairs).
 set -euo pipefail
 WORK=${1:-build/toyfaces}
+EXTRA=${EXTRA:-0}
 PY=${PYTHON:-.venv/bin/python}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} HF_HUB_OFFLINE=1 WANDB_MODE=offline
 VALS=("ears pointed|face with elf ears" "eyebrow_color purple|face with purple eyebrows"
@@ -17,17 +22,31 @@ VALS=("ears pointed|face with elf ears" "eyebrow_color purple|face with purple e
   "style neon|face with cyberpunk style")
 LOSSES=(clip_nce directional global)
 AUGS=(perspective affine crop none)
-for i in $(seq 0 15); do
-  v=${VALS[$((i % 8))]}; text=${v#*|}; av=${v%|*}; attr=${av% *}; val=${av#* }
-  c=$((i % 12)); loss=${LOSSES[$((c % 3))]}; aug=${AUGS[$((c / 3))]}
-  part=$([ "$i" -lt 8 ] && echo fit || echo heldout)
-  out=$WORK/calibration_runs/$part/run$(printf %02d "$i")
-  [ -f "$out/checkpoints/last.ckpt" ] && continue
+[[ "$EXTRA" =~ ^[0-3]$ ]] || { echo "EXTRA must be 0-3, got $EXTRA" >&2; exit 2; }
+SHIFTS=(0 5 9 1)  # (loss, aug) pair of value v's k-th fitting run: (v + SHIFTS[k]) mod 12; held out: v + 8
+
+# one_run OUT SEED STEPS EVERY TEXT ATTR VAL [overrides...]
+one_run() {
+  local out=$1 seed=$2 steps=$3 every=$4 text=$5 attr=$6 val=$7
+  shift 7
+  [ -f "$out/checkpoints/last.ckpt" ] && return 0
   rm -rf "$out"; mkdir -p "$(dirname "$out")"
-  echo "$(date +%T) calibration run $i ($part): $attr:$val, loss=$loss aug=$aug"
+  echo "$(date +%T) calibration run $out: $attr:$val $*"
   $PY -m src.train experiment=toyfaces prompt=custom "prompt.target=$text" "+domain.edits.custom=[$attr,$val]" \
-    ${ASSETS:+"domain.asset_dir=$ASSETS"} loss="$loss" aug="$aug" seed=$((1000 + i)) trainer.max_steps=150 eval_after_fit=false logger=csv \
+    ${ASSETS:+"domain.asset_dir=$ASSETS"} seed="$seed" trainer.max_steps="$steps" eval_after_fit=false logger=csv \
     callbacks.oracle_curve.evaluator=null callbacks.image_grid.every_n_steps=1000 \
-    callbacks.model_checkpoint.every_n_train_steps=50 hydra.run.dir="$out" > "$out.log" 2>&1 || {
-    echo "run $i failed: see $out.log"; exit 1; }
+    callbacks.model_checkpoint.every_n_train_steps="$every" "$@" hydra.run.dir="$out" > "$out.log" 2>&1 || {
+    echo "run $out failed: see $out.log"; exit 1; }
+}
+
+for i in $(seq 0 $((16 + 8 * EXTRA - 1))); do
+  v=$((i % 8)); spec=${VALS[$v]}; text=${spec#*|}; av=${spec%|*}; attr=${av% *}; val=${av#* }
+  if [ "$i" -lt 8 ]; then c=$v; part=fit
+  elif [ "$i" -lt 16 ]; then c=$(((v + 8) % 12)); part=heldout
+  else c=$(((v + SHIFTS[(i - 8) / 8]) % 12)); part=fit; fi
+  one_run "$WORK/calibration_runs/$part/run$(printf %02d "$i")" $((1000 + i)) 150 50 "$text" "$attr" "$val" \
+    loss="${LOSSES[$((c % 3))]}" aug="${AUGS[$((c / 3))]}"
 done
+# the default recipe's own edits (what the judge mostly judges), held out
+one_run "$WORK/calibration_runs/heldout/recipe_elf_ears" 42 400 100 "face with elf ears" ears pointed
+one_run "$WORK/calibration_runs/heldout/recipe_blue_lipstick" 42 400 100 "face with blue lipstick" lip_color blue
