@@ -9,6 +9,7 @@
 # Usage: [ASSETS=<asset dir>] [EXTRA=0] scripts/calibration_runs.sh [work dir, default build/toyfaces]
 # ASSETS: the generator/CLIP the runs train on (default: the shipped assets); in a fresh build, a provisional
 # export of the new generator (python -m src.toyworld.build --stages latents,export --out <dir>).
+# DRY_RUN=1: print the plan (one line per run still to do) and train nothing.
 # EXTRA: fitting runs per value beyond the first (0-3; default 0, the shipped calibration: 8 fitting runs and 10
 # held out; EXTRA=3: 8 + 24 fitting runs, every value fitted on 4 (loss, augmentation) pairs).
 set -euo pipefail
@@ -30,6 +31,7 @@ one_run() {
   local out=$1 seed=$2 steps=$3 every=$4 text=$5 attr=$6 val=$7
   shift 7
   [ -f "$out/checkpoints/last.ckpt" ] && return 0
+  if [ -n "${DRY_RUN:-}" ]; then echo "plan $out $attr:$val seed=$seed steps=$steps $*"; return 0; fi
   rm -rf "$out"; mkdir -p "$(dirname "$out")"
   echo "$(date +%T) calibration run $out: $attr:$val $*"
   $PY -m src.train experiment=toyfaces prompt=custom "prompt.target=$text" "+domain.edits.custom=[$attr,$val]" \

@@ -322,3 +322,28 @@ def test_calibration_sets_are_reused_only_for_the_same_runs_and_settings(smoke_a
     builder.run(("calibrate",), force=True)
     out = capsys.readouterr().out
     assert "calibration sets from" not in out and "labelling" in out  # other runs: made and labelled again
+
+
+def test_calibration_run_plan_fits_each_value_on_other_pairs_than_its_heldout_run(tmp_path):
+    """scripts/calibration_runs.sh (DRY_RUN): every value gets 1 + EXTRA fitting runs on distinct (loss, aug) pairs,
+    none of them the pair of its held-out run, and the default recipe's own runs are held out."""
+    import collections
+
+    env = {**os.environ, "DRY_RUN": "1", "EXTRA": "3"}
+    out = subprocess.run(
+        ["bash", "scripts/calibration_runs.sh", str(tmp_path)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()
+    fit, held = collections.defaultdict(list), collections.defaultdict(list)
+    for line in out:
+        _, path, target, *rest = line.split()
+        pair = tuple(r for r in rest if r.startswith(("loss=", "aug=")))
+        (fit if "/fit/" in path else held)[target].append(pair)
+    assert len(out) == 42 and len(fit) == 8
+    for target, pairs in fit.items():
+        assert len(pairs) == 4 and len(set(pairs)) == 4, target
+        assert not set(pairs) & {p for p in held[target] if p}, target
+    assert held["ears:pointed"].count(()) == 1 and held["lip_color:blue"].count(()) == 1  # recipe runs
