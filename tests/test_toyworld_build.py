@@ -285,7 +285,7 @@ def test_refine_resumes_from_its_chunk_cache(tmp_path):
 
 def test_robust_clip_views_warp_half_the_batch_and_cast_colours_reproducibly():
     from src.augment import perspective
-    from src.toyworld.training import robust_views
+    from src.toyworld.clip_training import robust_views
 
     # in [-0.8, 0.8]: a gain up to 1.1 never clips, and x + 1 stays far from 0 for the gain ratios below
     x = torch.rand(6, 3, 16, 16, generator=torch.Generator().manual_seed(3)) * 1.6 - 0.8

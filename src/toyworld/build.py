@@ -157,7 +157,7 @@ class Builder:
 
     def stage_clip(self) -> None:
         from src.models.clip import clip_preprocess
-        from src.toyworld.training import train_clip
+        from src.toyworld.clip_training import train_clip
 
         model, tokenizer = assets.new_clip_model(self.cfg.seed)
         cfg = assets.clip_preprocess_cfg(model)
