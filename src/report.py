@@ -166,6 +166,14 @@ def markdown(res: dict[str, Any], metrics: Sequence[str], claim_metrics: tuple[s
         body = [[c["claim"], c["n"], fmt(c["diff"], c["ci95"])] + ([f"{c['diff2']:+.3f}"] if m2 else [])
                 + [c["verdict"]] for c in res["claims"]]  # fmt: skip
         lines += md_table(["claim", "pairs", f"Δ {m1}"] + ([f"Δ {m2}"] if m2 else []) + ["verdict"], body)
+        per = res.get("claims_by_prompt") or {}
+        body = [[c["claim"], p, c["n"], fmt(c["diff"], c["ci95"])] + ([f"{c['diff2']:+.3f}"] if m2 else [])
+                + [c["verdict"]] for p, cs in per.items() for c in cs]  # fmt: skip
+        if body:
+            lines += ["### Per prompt", "", "The same, paired over seeds within each prompt.", ""]
+            lines += md_table(
+                ["claim", "prompt", "pairs", f"Δ {m1}"] + ([f"Δ {m2}"] if m2 else []) + ["verdict"], body
+            )
     bad = [[j["job"], j["config"], j["prompt"], j["seed"], j["error"]] for j in jobs if j["status"] != "ok"]
     if bad:
         lines += [
@@ -247,6 +255,15 @@ def report(roots: Sequence[str], out: str | None = None, metrics: Sequence[str] 
     res: dict[str, Any] = {"jobs": jobs, "varying": varying, "sources": list(roots), "out": out}
     res["rows"] = aggregate(jobs, shown + sorted(present - set(shown)))
     res["claims"] = check_claims(jobs, varying, claim_metric, second)
+    prompts = sorted({j["prompt"] for j in jobs}, key=str)
+    res["claims_by_prompt"] = (  # a pooled test can hide an effect that only some prompts can show
+        {
+            p: check_claims([j for j in jobs if j["prompt"] == p], varying, claim_metric, second)
+            for p in prompts
+        }
+        if len(prompts) > 1
+        else {}
+    )
     res["markdown"] = markdown(res, shown, (claim_metric, second))
     with open(os.path.join(out, "results.md"), "w") as fh:
         fh.write(res["markdown"] + "\n")

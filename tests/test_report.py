@@ -102,6 +102,11 @@ def test_report_numbers_failed_runs_and_claims(synthetic_sweep, tmp_path):
     assert claim["n"] == 5 and claim["diff"] == pytest.approx(0.24)
     assert claim["ci95"] == pytest.approx(ci(diffs, 2.776)) and claim["verdict"] == "holds"
     assert "CLIP-NCE beats the global CLIP loss" in md
+    # and within each prompt, paired over its seeds: an effect the pooled test can blur
+    ((ears,), (eyes,)) = res["claims_by_prompt"]["elf_ears"], res["claims_by_prompt"]["red_eyes"]
+    assert ears["n"] == 3 and ears["diff"] == pytest.approx(0.3) and ears["verdict"] == "holds"
+    assert eyes["n"] == 2 and eyes["diff"] == pytest.approx(0.15) and eyes["verdict"] == "not significant"
+    assert "### Per prompt" in md and "| elf_ears | 3 | 0.300 ± 0.248 |" in md
     assert {p.name for p in (out / "plots").iterdir()} == {
         "edit_accuracy.png",
         "preservation.png",
