@@ -163,17 +163,17 @@ def markdown(res: dict[str, Any], metrics: Sequence[str], claim_metrics: tuple[s
         m1, m2 = claim_metrics
         lines += ["## Paper claims", "", f"Full method minus ablation, paired over (prompt, seed), on {m1}"
                   + (f" (and the mean Δ of {m2})" if m2 else "") + ".", ""]  # fmt: skip
-        body = [[c["claim"], c["n"], fmt(c["diff"], c["ci95"])] + ([f"{c['diff2']:+.3f}"] if m2 else [])
-                + [c["verdict"]] for c in res["claims"]]  # fmt: skip
-        lines += md_table(["claim", "pairs", f"Δ {m1}"] + ([f"Δ {m2}"] if m2 else []) + ["verdict"], body)
-        per = res.get("claims_by_prompt") or {}
-        body = [[c["claim"], p, c["n"], fmt(c["diff"], c["ci95"])] + ([f"{c['diff2']:+.3f}"] if m2 else [])
-                + [c["verdict"]] for p, cs in per.items() for c in cs]  # fmt: skip
-        if body:
+        tail = [f"Δ {m1}"] + ([f"Δ {m2}"] if m2 else []) + ["verdict"]
+
+        def claim_rows(claims: list[dict], *lead: str) -> list[list[Any]]:
+            return [[c["claim"], *lead, c["n"], fmt(c["diff"], c["ci95"])] + ([f"{c['diff2']:+.3f}"] if m2 else [])
+                    + [c["verdict"]] for c in claims]  # fmt: skip
+
+        lines += md_table(["claim", "pairs", *tail], claim_rows(res["claims"]))
+        per = [row for p, cs in (res.get("claims_by_prompt") or {}).items() for row in claim_rows(cs, p)]
+        if per:
             lines += ["### Per prompt", "", "The same, paired over seeds within each prompt.", ""]
-            lines += md_table(
-                ["claim", "prompt", "pairs", f"Δ {m1}"] + ([f"Δ {m2}"] if m2 else []) + ["verdict"], body
-            )
+            lines += md_table(["claim", "prompt", "pairs", *tail], per)
     bad = [[j["job"], j["config"], j["prompt"], j["seed"], j["error"]] for j in jobs if j["status"] != "ok"]
     if bad:
         lines += [
