@@ -1,6 +1,5 @@
 """A DeltaEdit-style probe with local pairs: (w, w + delta), delta = a random perturbation of K style channels of one
-W+ layer
-an MLP learns delta from the CLIP image direction of the pair. Driven by unseen text directions and, as a
+W+ layer; an MLP learns delta from the CLIP image direction of the pair. Driven by unseen text directions and, as a
 diagnostic only (evaluation, never training), by the ideal edit's own image direction, at three strengths.
 
     OMP_NUM_THREADS=1 python experiments/probes/deltaedit_local.py [seed=0] [pairs=10000] [steps=3000] [K=8]  # ~12 min
@@ -11,10 +10,9 @@ import sys
 import time
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
+from delta_common import DeltaMLP, chunked, fit, text_embedding
 
-from src.data.prompts import load_templates
 from src.evaluation.toyfaces import ToyfacesEvaluator, ideal_edits
 from src.toyworld import assets
 from src.toyworld.attributes import Attributes
@@ -31,17 +29,8 @@ clip = assets.load_clip()
 w = assets.load_latents("train")["latents"].float()
 N, L, D = w.shape
 sd = w.std(0) + 1e-6
-
-
-@torch.no_grad()
-def render(z):
-    return torch.cat([gen.synthesis(z[i : i + 250]) for i in range(0, len(z), 250)])
-
-
-@torch.no_grad()
-def embed(x):
-    return torch.cat([clip.encode_image(x[i : i + 250]) for i in range(0, len(x), 250)])
-
+render = lambda z: chunked(gen.synthesis, z, 250)  # noqa: E731
+embed = lambda x: chunked(clip.encode_image, x, 250)  # noqa: E731
 
 t0 = time.time()
 e0 = embed(render(w))
@@ -54,40 +43,16 @@ delta = mask * torch.randn(M, L, D, generator=g) * sd * (1 + 2 * torch.rand(M, 1
 e1 = torch.cat([embed(render(w[idx[i : i + 1000]] + delta[i : i + 1000])) for i in range(0, M, 1000)])
 c_all = F.normalize(e1 - e0[idx], dim=-1)
 print(f"{M} local pairs in {time.time() - t0:.0f}s", flush=True)
-E = e0.shape[1]
-net = nn.Sequential(
-    nn.Linear(L * D + 2 * E, 1024),
-    nn.LeakyReLU(0.2),
-    nn.Linear(1024, 1024),
-    nn.LeakyReLU(0.2),
-    nn.Linear(1024, L * D),
-)
-mu = w.mean(0)
+net = DeltaMLP(w, e0.shape[1])
 
 
-def pred(wb, eb, c):
-    return net(torch.cat([((wb - mu) / sd).flatten(1), eb, c], 1)).view(-1, L, D) * sd
-
-
-opt = torch.optim.Adam(net.parameters(), 1e-3)
-for step in range(STEPS):
+def local_pairs() -> tuple[torch.Tensor, ...]:
     b = torch.randint(M, (256,))
-    p = pred(w[idx[b]], e0[idx[b]], c_all[b])
-    t = delta[b]
-    loss = F.mse_loss(p / sd, t / sd) + (1 - F.cosine_similarity(p.flatten(1), t.flatten(1))).mean()
-    opt.zero_grad()
-    loss.backward()
-    opt.step()
-    if step % 500 == 0:
-        print(step, round(loss.item(), 4), flush=True)
-tmpl = load_templates("toyfaces")
+    return w[idx[b]], e0[idx[b]], c_all[b], delta[b]
 
 
-@torch.no_grad()
-def etext(t):
-    return F.normalize(clip.encode_text([x.format(t) if "{}" in x else x for x in tmpl]).mean(0), dim=-1)
-
-
+fit(net, local_pairs, STEPS)
+etext = text_embedding(clip)
 src_t = etext("face")
 test = assets.load_latents("test")
 wt = test["latents"][:64].float()
@@ -114,7 +79,7 @@ for text, (a, v) in VAL.items():
     }
     for name, c in conds.items():
         with torch.no_grad():
-            d = pred(wt, et, c)
+            d = net(wt, et, c)
         for s in (1.0, 3.0, 9.0):
             r = ev(x, render(wt + s * d), text.replace(" ", "_"), full)
             print(

@@ -7,8 +7,8 @@ are ground truth, used here to measure the CLIP, never to train.
 
 import torch
 import torch.nn.functional as F
+from delta_common import text_embedding
 
-from src.data.prompts import load_templates
 from src.toyworld import assets
 from src.toyworld.attributes import COUNTERFACTUAL_VALUES, Attributes
 from src.toyworld.render import render_batch
@@ -29,14 +29,7 @@ TEXT = {
     "skin_tone:blue": "blue skin",
     "style:neon": "cyberpunk style",
 }
-tmpl = load_templates("toyfaces")
-
-
-def etext(t):
-    e = clip.encode_text([x.format(t) if "{}" in x else x for x in tmpl]).mean(0)
-    return F.normalize(e, dim=-1)
-
-
+etext = text_embedding(clip)
 src_t = etext("face")
 keys = [f"{a}:{v}" for a, v in COUNTERFACTUAL_VALUES]
 keys = [k for k in keys if k in TEXT]
@@ -53,7 +46,6 @@ with torch.no_grad():
 di = torch.stack(rows)  # (V, n, E)
 cos = torch.einsum("vne,ue->vnu", di, dt)  # (V, n, U)
 acc = (cos.argmax(-1) == torch.arange(len(keys))[:, None]).float().mean(1)
-print("templates", len(tmpl))
 for i, k in enumerate(keys):
     print(
         f"{k:22s} cos(own)={cos[i, :, i].mean():.3f} best-other={cos[i].mean(0)[[j for j in range(len(keys)) if j != i]].max():.3f} top1={acc[i]:.2f}"
