@@ -10,6 +10,7 @@
 # ASSETS: the generator/CLIP the runs train on (default: the shipped assets); in a fresh build, a provisional
 # export of the new generator (python -m src.toyworld.build --stages latents,export --out <dir>).
 # DRY_RUN=1: print the plan (one line per run still to do) and train nothing.
+# SHARD=k/n: do only every n-th run, from the k-th (0-based); start n processes, k = 0..n-1, to use n cores.
 # EXTRA: fitting runs per value beyond the first (0-3; default 0, the shipped calibration: 8 fitting runs and 10
 # held out; EXTRA=3: 8 + 24 fitting runs, every value fitted on 4 (loss, augmentation) pairs).
 set -euo pipefail
@@ -24,12 +25,18 @@ VALS=("ears pointed|face with elf ears" "eyebrow_color purple|face with purple e
 LOSSES=(clip_nce directional global)
 AUGS=(perspective affine crop none)
 [[ "$EXTRA" =~ ^[0-3]$ ]] || { echo "EXTRA must be 0-3, got $EXTRA" >&2; exit 2; }
+SHARD=${SHARD:-0/1}
+[[ "$SHARD" =~ ^([0-9]+)/([1-9][0-9]*)$ ]] && [ "${BASH_REMATCH[1]}" -lt "${BASH_REMATCH[2]}" ] || {
+  echo "SHARD must be k/n with 0 <= k < n, got $SHARD" >&2; exit 2; }
+SHARD_K=${BASH_REMATCH[1]} SHARD_N=${BASH_REMATCH[2]} RUN_INDEX=-1
 SHIFTS=(0 5 9 1)  # (loss, aug) pair of value v's k-th fitting run: (v + SHIFTS[k]) mod 12; held out: v + 8
 
 # one_run OUT SEED STEPS EVERY TEXT ATTR VAL [overrides...]
 one_run() {
   local out=$1 seed=$2 steps=$3 every=$4 text=$5 attr=$6 val=$7
   shift 7
+  RUN_INDEX=$((RUN_INDEX + 1))
+  [ $((RUN_INDEX % SHARD_N)) -eq "$SHARD_K" ] || return 0
   [ -f "$out/checkpoints/last.ckpt" ] && return 0
   if [ -n "${DRY_RUN:-}" ]; then echo "plan $out $attr:$val seed=$seed steps=$steps $*"; return 0; fi
   rm -rf "$out"; mkdir -p "$(dirname "$out")"

@@ -14,7 +14,7 @@ from src.evaluation.ideal import (
     sides,
 )
 from src.toyworld.attributes import Attributes, sample_attributes
-from src.toyworld.calibration import compose, read_by_rule, rule_labels
+from src.toyworld.calibration import compose, read_by_rule, read_sides_by_rule, rule_labels
 from src.toyworld.render import render_batch
 
 
@@ -117,8 +117,10 @@ def test_rule_labels_group_faces_and_composites_are_labelled(faces: tuple) -> No
     attrs, seeds = faces
     e = edits(faces, "ears", "pointed")
     x = compose(e["source"], e["ideal"], "ears", torch.Generator().manual_seed(0))
-    labels = rule_labels(torch.cat([x, e["source"]]), attrs * 2, seeds * 2, [("ears", "pointed")] * 12)
-    assert labels.shape == (12, 7)
+    labels, side_labels = rule_labels(
+        torch.cat([x, e["source"]]), attrs * 2, seeds * 2, [("ears", "pointed")] * 12
+    )
+    assert labels.shape == (12, 7) and side_labels.shape == (12, 3, 2)
     assert (
         labels[6:] == torch.stack([torch.from_numpy(a.encode()) for a in attrs])
     ).all()  # renders read as is
@@ -138,3 +140,15 @@ def test_evaluator_verdicts_with_the_shipped_oracle(case: str, faithful: float) 
     assert out["region_fidelity_left"] is not None and out["region_fidelity_right"] is not None
     assert out["faithful_thresholds"]["min_region_fidelity"] == 0.5
     assert ev.last["faithful"].shape == (6,) and ev.last["ideal"].shape == e["ideal"].shape
+
+
+def test_rule_reads_each_side_of_a_pair(faces: tuple) -> None:
+    """One pointed ear: that side reads pointed, the other round, and the pair reads round (not the edit)."""
+    attrs, seeds = faces
+    e = edits(faces, "ears", "pointed")
+    for case, want in (("one side", (1, 0)), ("ideal", (1, 1)), ("no-op", (0, 0))):
+        for y, a, s in zip(e[case], attrs, seeds):
+            read, per_side = read_sides_by_rule(y, a, s, ("ears", "pointed"))
+            assert per_side["ears"] == want, (case, per_side)
+            assert read.ears == ("pointed" if want == (1, 1) else "round")
+            assert per_side["eyebrow_color"][0] == per_side["eyebrow_color"][1]  # untouched pairs agree

@@ -68,3 +68,25 @@ def test_pool_part_maps_cover_the_small_parts_only():
     x, y, parts = pool.sample_with_parts(4, torch.Generator().manual_seed(0))
     assert parts.shape == (4, 1, 64, 64) and x.shape == (4, 3, 64, 64)
     assert RenderPool(4, 0.1).sample_with_parts(2)[2] is None
+
+
+def test_pairs_are_read_from_both_sides():
+    """A counterfactual value read on one side only is not the pair's value (as in the region rule)."""
+    from src.toyworld.oracle import both_sides
+
+    hi = lambda k, n: torch.nn.functional.one_hot(torch.tensor([k]), n).float() * 8  # noqa: E731
+    assert both_sides(hi(1, 2), hi(1, 2), "ears").item() == 1  # both pointed
+    assert both_sides(hi(1, 2), hi(0, 2), "ears").item() == 0  # one pointed ear: round
+    purple = SCHEMA["eyebrow_color"].index("purple")
+    black = SCHEMA["eyebrow_color"].index("black")
+    assert both_sides(hi(purple, 6), hi(black, 6), "eyebrow_color").item() == black
+
+
+def test_side_heads_and_loading_an_oracle_saved_without_them():
+    model = Oracle()
+    out = model(render_batch([Attributes()] * 2, [0, 1]))
+    assert out["ears_left"].shape == (2, 2) and out["iris_color_right"].shape == (2, 5)
+    old = {k: v for k, v in model.state_dict().items() if not k.startswith("side_heads.")}
+    legacy = Oracle.from_state(old)
+    assert not legacy.sided and "ears_left" not in legacy(render_batch([Attributes()], [0]))
+    assert Oracle.from_state(model.state_dict()).sided

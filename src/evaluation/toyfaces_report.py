@@ -132,9 +132,7 @@ def build_report(builder: Any, c: Any) -> dict[str, Any]:
     ostate = torch.load(
         calibrated if calibrated.is_file() else work / "oracle.pt", map_location="cpu", weights_only=True
     )
-    oracle = Oracle(width=ostate["state_dict"]["body.0.weight"].shape[0])
-    oracle.load_state_dict(ostate["state_dict"])
-    oracle.eval()
+    oracle = Oracle.from_state(ostate["state_dict"])
     model, tokenizer = new_clip_model(c.seed)
     model.load_state_dict(torch.load(work / "clip.pt", map_location="cpu", weights_only=True)["state_dict"])
     clip = FrozenCLIP(model, tokenizer)

@@ -126,9 +126,8 @@ def load_oracle(asset_dir: str | None = None) -> torch.nn.Module:
     from src.toyworld.oracle import Oracle
 
     state = load("oracle.pt", asset_dir or ASSET_DIR)
-    oracle = Oracle(width=int(state.pop("width")))
-    oracle.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    return oracle.eval().requires_grad_(False)
+    state.pop("width", None)
+    return Oracle.from_state(state).requires_grad_(False)
 
 
 def load_identity(asset_dir: str | None = None) -> torch.nn.Module:

@@ -37,30 +37,35 @@ def _candidates(base: Attributes, seed: int, attribute: str) -> torch.Tensor:
     return render_batch([base.replace(**{attribute: v}) for v in values], [seed] * len(values))
 
 
-def _plurality(
+def _votes(
     y: torch.Tensor, cands: torch.Tensor, attribute: str, exclude: int | None = None
-) -> int | None:
-    """Index of the value every side of the attribute's region votes for; None if sides disagree or no region."""
+) -> list[int | None]:
+    """Per side of the attribute's region, the index of the value its pixels vote for (None: an empty side)."""
     spread = (cands.amax(0) - cands.amin(0)).amax(0)  # (H, W)
     region = spread > CHANGE_THRESHOLD
-    if not bool(region.any()):
-        return None
     d = (y[None] - cands).pow(2).sum(1)  # (K, H, W)
     if exclude is not None:
         d[exclude] = float("inf")
     nearest = d.argmin(0)
-    reads = set()
-    for side in sides(region[None, None], attribute in PAIRED)[0]:
-        if side.any():
-            reads.add(int(torch.bincount(nearest[side], minlength=cands.shape[0]).argmax()))
+    return [
+        int(torch.bincount(nearest[side], minlength=cands.shape[0]).argmax()) if side.any() else None
+        for side in sides(region[None, None], attribute in PAIRED)[0]
+    ]
+
+
+def _agreed(votes: list[int | None]) -> int | None:
+    """The value every non-empty side votes for; None if the sides disagree or the region is empty."""
+    reads = {v for v in votes if v is not None}
     return reads.pop() if len(reads) == 1 else None
 
 
-def read_by_rule(
+def read_sides_by_rule(
     y: torch.Tensor, attrs: Attributes, seed: int, target: Target = None, min_fidelity: float = 0.5
-) -> Attributes:
-    """The attributes a person reads on image ``y`` (3, H, W) of the face (``attrs``, ``seed``)."""
-    read = attrs
+) -> tuple[Attributes, dict[str, tuple[int, int]]]:
+    """The attributes a person reads on image ``y`` (3, H, W) of the face (``attrs``, ``seed``), and for each
+    paired part what each side reads on its own (value indices, left and right)."""
+    read, per_side = attrs, {}
+    passes = None
     if target is not None:
         attribute, value = target
         cands = _candidates(attrs, seed, attribute)
@@ -68,39 +73,55 @@ def read_by_rule(
         pair = cands[[values.index(getattr(attrs, attribute)), values.index(value)]]
         region = changed_region(pair[1:], pair[:1])
         fid = region_fidelity(y[None], pair[1:], pair[:1], sides(region, attribute in PAIRED))
-        if bool(torch.nan_to_num(fid, nan=1.0).amin() >= min_fidelity):
+        passes = (torch.nan_to_num(fid, nan=1.0)[0] >= min_fidelity).tolist()
+        if all(passes):
             read = attrs.replace(**{attribute: value})
     for attribute in LABEL_ATTRIBUTES:
+        values = SCHEMA[attribute].values
         if target is not None and attribute == target[0]:
+            t = values.index(target[1])
+            votes = _votes(y, _candidates(read, seed, attribute), attribute, exclude=t)
             if getattr(read, attribute) != target[1]:  # not the target: which other value, if any?
-                k = _plurality(
-                    y, _candidates(read, seed, attribute), attribute, SCHEMA[attribute].index(target[1])
-                )
+                k = _agreed(votes)
                 if k is not None:
-                    read = read.replace(**{attribute: SCHEMA[attribute].values[k]})
-            continue
-        k = _plurality(y, _candidates(read, seed, attribute), attribute)
-        if k is not None:
-            read = read.replace(**{attribute: SCHEMA[attribute].values[k]})
-    return read
+                    read = read.replace(**{attribute: values[k]})
+            votes = [t if ok else v for ok, v in zip(passes, votes)]
+        else:
+            votes = _votes(y, _candidates(read, seed, attribute), attribute)
+            k = _agreed(votes)
+            if k is not None:
+                read = read.replace(**{attribute: values[k]})
+        if attribute in PAIRED:
+            now = values.index(getattr(read, attribute))
+            left, right = (now if v is None else v for v in votes)
+            per_side[attribute] = (left, right)
+    return read, per_side
+
+
+def read_by_rule(
+    y: torch.Tensor, attrs: Attributes, seed: int, target: Target = None, min_fidelity: float = 0.5
+) -> Attributes:
+    """The attributes a person reads on image ``y`` (3, H, W) of the face (``attrs``, ``seed``)."""
+    return read_sides_by_rule(y, attrs, seed, target, min_fidelity)[0]
 
 
 def rule_labels(
     images: torch.Tensor, attrs: Sequence[Attributes], seeds: Sequence[int], targets: Sequence[Target]
-) -> torch.Tensor:
-    """Label vectors (N, len(LABEL_ATTRIBUTES)) read by the region rule (images grouped by face, whose candidate
-    renders are cached while its images are read)."""
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Label vectors (N, len(LABEL_ATTRIBUTES)) read by the region rule, and per side of the paired parts
+    (N, len(PAIRED), 2) (images grouped by face, whose candidate renders are cached while its images are read)."""
     out = torch.zeros(len(attrs), len(LABEL_ATTRIBUTES), dtype=torch.long)
+    out_sides = torch.zeros(len(attrs), len(PAIRED), 2, dtype=torch.long)
     previous = None
     for i in sorted(range(len(attrs)), key=lambda j: (int(seeds[j]), j)):
         if int(seeds[i]) != previous:
             _candidates.cache_clear()
             previous = int(seeds[i])
-        out[i] = torch.from_numpy(
-            read_by_rule(images[i].float(), attrs[i], int(seeds[i]), targets[i]).encode()
-        )
+        read, per_side = read_sides_by_rule(images[i].float(), attrs[i], int(seeds[i]), targets[i])
+        out[i] = torch.from_numpy(read.encode())
+        out_sides[i] = torch.tensor([per_side[a] for a in PAIRED])
     _candidates.cache_clear()
-    return out
+    return out, out_sides
 
 
 def compose(source: torch.Tensor, ideal: torch.Tensor, attribute: str, g: torch.Generator) -> torch.Tensor:

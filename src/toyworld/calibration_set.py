@@ -21,10 +21,13 @@ from src.toyworld.training import decode, invert
 
 @dataclass
 class CalibrationSet:
-    """uint8 images (N, 3, H, W), rule labels (N, A), the target each image was meant to edit, its source kind."""
+    """uint8 images (N, 3, H, W), rule labels (N, A) and per side of the paired parts (N, len(PAIRED), 2), the
+    target each image was meant to edit, its source kind and the face it shows (index into the split's latents)."""
 
     images: torch.Tensor
     labels: torch.Tensor
+    side_labels: torch.Tensor
+    faces: torch.Tensor
     targets: list[Target] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
 
@@ -35,7 +38,8 @@ class CalibrationSet:
         return self.images.float() / 127.5 - 1.0
 
     def state(self) -> dict:
-        return {"images": self.images, "labels": self.labels, "targets": self.targets, "kinds": self.kinds}
+        return {"images": self.images, "labels": self.labels, "side_labels": self.side_labels,
+                "faces": self.faces, "targets": self.targets, "kinds": self.kinds}  # fmt: skip
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -142,8 +146,8 @@ def make_calibration_set(
     a = [attrs[i] for i in idx.tolist()]
     s = [int(seeds[i]) for i in idx.tolist()]
     log(f"[calibrate] labelling {x.shape[0]} images of {len(set(idx.tolist()))} faces by the region rule")
-    labels = rule_labels(x, a, s, targets)
-    return CalibrationSet(to_uint8(x), labels, targets, kinds)
+    labels, side_labels = rule_labels(x, a, s, targets)
+    return CalibrationSet(to_uint8(x), labels, side_labels, idx, targets, kinds)
 
 
 def calibrate(builder: object, c: object) -> dict:
@@ -158,7 +162,7 @@ def calibrate(builder: object, c: object) -> dict:
     lat = torch.load(work / "latents.pt", map_location="cpu", weights_only=True)
     cache = work / "calibration.pt"  # the labelled sets, reused while the runs and settings are the same
     runs = {part: run_checkpoints(work / c.calibration_runs / part) for part in ("fit", "heldout")}
-    key = [c.seed, c.calib_faces, c.calib_heldout_faces] + [
+    key = ["sides", c.seed, c.calib_faces, c.calib_heldout_faces] + [
         str(p) for part in runs.values() for r in part for p in r
     ]
     sets = torch.load(cache, map_location="cpu", weights_only=True) if cache.is_file() else {}
@@ -181,13 +185,12 @@ def calibrate(builder: object, c: object) -> dict:
         fit, held = made["fit"], made["heldout"]
         torch.save({"fit": fit.state(), "heldout": held.state(), "key": key}, cache)
     ostate = torch.load(work / "oracle.pt", map_location="cpu", weights_only=True)["state_dict"]
-    oracle = Oracle(width=ostate["body.0.weight"].shape[0])
-    oracle.load_state_dict(ostate)
-    oracle.eval()
+    oracle = Oracle.from_state(ostate)
     before = agreement(oracle.predict(held.float_images()), held.labels, held.targets)
     log(f"[calibrate] stage-one oracle vs rule on held-out edits: {before['target']}")
     finetune_oracle(oracle, fit.images, fit.labels, c.calib_steps, c.oracle_batch, seed=c.seed + 33,
-                    pool_size=min(c.pool_size, 4096), progress=builder.progress)  # fmt: skip
+                    pool_size=min(c.pool_size, 4096), progress=builder.progress,
+                    side_labels=fit.side_labels)  # fmt: skip
     pred = oracle.predict(held.float_images())
     after = agreement(pred, held.labels, held.targets)
     log(f"[calibrate] calibrated oracle vs rule on held-out edits: {after['target']}")

@@ -13,11 +13,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.evaluation.ideal import PAIRED
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, uniform_rates
 from src.toyworld.pool import RenderPool, heldout_scenes
 from src.toyworld.render import render_batch
 
 ORACLE_SIZE = 64  # input resolution; other sizes are resized
+SIDES = (
+    "left",
+    "right",
+)  # image halves; the region rule's sides of a paired part (src.evaluation.ideal.sides)
 EYEBROWS_FOLLOW_HAIR = 0.5  # decorrelate eyebrows from hair so the oracle looks at the eyebrows
 
 
@@ -26,9 +31,13 @@ def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
 
 
 class Oracle(nn.Module):
-    """Multi-head CNN on images in [-1, 1] (N, 3, H, W); heads named by LABEL_ATTRIBUTES, plus 'valid'."""
+    """Multi-head CNN on images in [-1, 1] (N, 3, H, W); heads named by LABEL_ATTRIBUTES, plus 'valid'.
 
-    def __init__(self, width: int = 16) -> None:
+    Parts that come in pairs (``PAIRED``: ears, eyebrows, eyes) are also read per side, from the left and the right
+    half of the feature map (``side_heads``); with ``sided`` the reading of such an attribute needs both sides, as
+    a person's does: one pointed ear, or a streak beside it, is not elf ears (``both_sides``)."""
+
+    def __init__(self, width: int = 16, sided: bool = True) -> None:
         super().__init__()
         w = width
         self.body = nn.Sequential(
@@ -40,27 +49,55 @@ class Oracle(nn.Module):
         feat = 8 * w  # average and max pooled
         self.heads = nn.ModuleDict({n: nn.Linear(feat, len(SCHEMA[n].values)) for n in LABEL_ATTRIBUTES})
         self.valid_head = nn.Linear(feat, 1)
+        self.sided = (
+            sided  # False: an oracle saved before side heads existed (its paired heads read the pair)
+        )
+        if sided:
+            self.side_heads = nn.ModuleDict(
+                {f"{n}_{s}": nn.Linear(feat, len(SCHEMA[n].values)) for n in PAIRED for s in SIDES}
+            )
 
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Pooled features (N, 8*width), e.g. for KID between edited and real renders."""
+    @classmethod
+    def from_state(cls, state: dict[str, torch.Tensor]) -> Oracle:
+        """An oracle in eval mode from its state dict (any float dtype); one saved before side heads existed reads
+        pairs whole."""
+        model = cls(state["body.0.weight"].shape[0], sided=any(k.startswith("side_heads.") for k in state))
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        return model.eval()
+
+    def _maps(self, images: torch.Tensor) -> torch.Tensor:
         assert images.ndim == 4 and images.shape[1] == 3, f"expected (N,3,H,W), got {tuple(images.shape)}"
         if images.shape[-1] != ORACLE_SIZE or images.shape[-2] != ORACLE_SIZE:
             images = F.interpolate(images, size=(ORACLE_SIZE, ORACLE_SIZE), mode="bilinear", antialias=True)
-        h = self.body(images)
-        return torch.cat([h.mean((2, 3)), h.amax((2, 3))], dim=1)
+        return self.body(images)  # (N, 4w, 8, 8)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled features (N, 8*width), e.g. for KID between edited and real renders."""
+        return _pool(self._maps(images))
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Logits per attribute (N, n_values) and 'valid' (N,)."""
-        f = self.features(images)
+        """Logits per attribute (N, n_values), per side of a paired one ('<attr>_left', '<attr>_right', when
+        ``sided``) and 'valid' (N,)."""
+        h = self._maps(images)
+        f = _pool(h)
         out = {n: head(f) for n, head in self.heads.items()}
         out["valid"] = self.valid_head(f).squeeze(1)
+        if self.sided:
+            half = h.shape[-1] // 2
+            halves = {"left": _pool(h[..., :half]), "right": _pool(h[..., half:])}
+            out.update({k: head(halves[k.rsplit("_", 1)[1]]) for k, head in self.side_heads.items()})
         return out
 
     @torch.no_grad()
     def predict(self, images: torch.Tensor, batch: int = 512) -> dict[str, torch.Tensor]:
-        """Predicted value index per attribute (LongTensor (N,), index into SCHEMA[attr].values)."""
+        """Predicted value index per attribute (LongTensor (N,), index into SCHEMA[attr].values); a paired
+        attribute read from both sides (``both_sides``) when the oracle is ``sided``."""
         outs = [self(images[i : i + batch]) for i in range(0, len(images), batch)]
-        return {n: torch.cat([o[n] for o in outs]).argmax(1) for n in LABEL_ATTRIBUTES}
+        cat = lambda k: torch.cat([o[k] for o in outs])  # noqa: E731
+        pred = {n: cat(n).argmax(1) for n in LABEL_ATTRIBUTES}
+        if self.sided:
+            pred.update({n: both_sides(cat(f"{n}_left"), cat(f"{n}_right"), n) for n in PAIRED})
+        return pred
 
     @torch.no_grad()
     def valid_prob(self, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
@@ -68,6 +105,26 @@ class Oracle(nn.Module):
         return torch.cat(
             [torch.sigmoid(self(images[i : i + batch])["valid"]) for i in range(0, len(images), batch)]
         )
+
+
+def _pool(h: torch.Tensor) -> torch.Tensor:
+    """Average and max pooled features (N, 2C) of a feature map (N, C, H, W)."""
+    return torch.cat([h.mean((2, 3)), h.amax((2, 3))], dim=1)
+
+
+def both_sides(left: torch.Tensor, right: torch.Tensor, attribute: str) -> torch.Tensor:
+    """The value (N,) a pair of parts reads from its sides' logits (N, K): the value both sides read; when they
+    differ, the natural value both find likeliest (a counterfactual value on one side only is not the edit, as in
+    the region rule)."""
+    agree = left.argmax(1) == right.argmax(1)
+    p = torch.minimum(left.softmax(1), right.softmax(1))[:, : len(SCHEMA[attribute].natural)]
+    return torch.where(agree, left.argmax(1), p.argmax(1))
+
+
+def side_targets(labels: torch.Tensor) -> torch.Tensor:
+    """Per-side labels (N, len(PAIRED), 2) of images whose every side shows its attribute label (renders)."""
+    idx = [LABEL_ATTRIBUTES.index(n) for n in PAIRED]
+    return labels[:, idx, None].expand(-1, -1, len(SIDES))
 
 
 def corrupt(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -132,12 +189,21 @@ def _step(
     is_valid: torch.Tensor,
     device_type: str,
     bf16: bool,
+    y_side: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """One optimisation step: cross-entropy per attribute head on the first len(y) images, valid-face BCE on all."""
+    """One optimisation step: cross-entropy per attribute head on the first len(y) images (and per side head,
+    on ``y_side`` (N, len(PAIRED), 2), default: every side shows the label), valid-face BCE on all."""
     with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
         out = {k: v.float() for k, v in model(x).items()}
     n = y.shape[0]
     loss = sum(F.cross_entropy(out[a][:n], y[:, i]) for i, a in enumerate(LABEL_ATTRIBUTES))
+    if model.sided:
+        y_side = side_targets(y) if y_side is None else y_side
+        loss = loss + sum(
+            F.cross_entropy(out[f"{a}_{s}"][:n], y_side[:, i, j])
+            for i, a in enumerate(PAIRED)
+            for j, s in enumerate(SIDES)
+        )
     loss = loss + F.binary_cross_entropy_with_logits(out["valid"], is_valid)
     opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -206,10 +272,12 @@ def finetune_oracle(
     lr: float = 1e-3,
     pool_size: int = 4096,
     progress: bool = True,
+    side_labels: torch.Tensor | None = None,
 ) -> Oracle:
-    """Fine-tune on generated images with region-rule labels (uint8 ``images`` (N, 3, H, W), ``labels`` (N, A)),
-    half of each batch, beside clean renders (the other half, a quarter of them corrupted for the valid head).
-    Generated images count as valid faces."""
+    """Fine-tune on generated images with region-rule labels (uint8 ``images`` (N, 3, H, W), ``labels`` (N, A),
+    per side of the paired parts ``side_labels`` (N, len(PAIRED), 2), default: every side shows the label), half of
+    each batch, beside clean renders (the other half, a quarter of them corrupted for the valid head). Generated
+    images count as valid faces."""
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
@@ -217,6 +285,7 @@ def finetune_oracle(
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=max(1, num_steps), pct_start=0.1)
     half, n_bad = batch // 2, batch // 8
+    side_labels = side_targets(labels) if side_labels is None else side_labels
     model.train()
     for step in range(num_steps):
         pool.refresh(8)
@@ -224,12 +293,14 @@ def finetune_oracle(
         i = torch.randint(images.shape[0], (half,), generator=g)
         xg, yg = images[i].float() / 127.5 - 1.0, labels[i]
         x = augment(torch.cat([xr, xg]), g)
-        flip = torch.rand(x.shape[0], 1, 1, 1, generator=g) < 0.5  # the rule is left-right symmetric
-        x = torch.where(flip, x.flip(3), x)
+        y_side = torch.cat([side_targets(yr), side_labels[i]])
+        flip = torch.rand(x.shape[0], generator=g) < 0.5  # the rule is left-right symmetric: sides swap
+        x = torch.where(flip[:, None, None, None], x.flip(3), x)
+        y_side = torch.where(flip[:, None, None], y_side.flip(2), y_side)
         x = torch.cat([x, corrupt(xr[:n_bad], g)])
         y = torch.cat([yr, yg])
         is_valid = torch.cat([torch.ones(2 * half), torch.zeros(n_bad)])
-        loss = _step(model, opt, sched, x, y, is_valid, "cpu", True)
+        loss = _step(model, opt, sched, x, y, is_valid, "cpu", True, y_side)
         if progress and (step % 100 == 0 or step == num_steps - 1):
             print(
                 f"oracle calibration step {step}/{num_steps} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f}s)"
