@@ -192,9 +192,8 @@ def test_train_and_eval_on_toyfaces(fast_cfg, smoke_assets, tmp_path):
     assert set(cs.kinds) == set(kinds) and len(cs) == 2 * (2 + 3 * 8 + 1)
     assert cs.images.dtype == torch.uint8 and cs.labels.shape == (len(cs), 7)
     assert cs.side_labels.shape == (len(cs), 3, 2) and cs.faces.shape == (len(cs),)
-    pairs = cs.labels[
-        :, [0, 1, 3]
-    ]  # ears, eyebrow_color, iris_color: where both sides agree, the pair reads it
+    # ears, eyebrow_color, iris_color: where both sides agree, the pair reads it
+    pairs = cs.labels[:, [0, 1, 3]]
     agree = cs.side_labels[..., 0] == cs.side_labels[..., 1]
     assert agree.any() and (cs.side_labels[..., 0][agree] == pairs[agree]).all()
     assert {t for t, k in zip(cs.targets, cs.kinds) if k == "mapper edit"} == {("ears", "pointed")}
