@@ -1,12 +1,12 @@
 """Probe: the calibrated oracle's reading of an edit's target against the region rule, on the build's held-out
-calibration set, read two ways:
+calibration set, read three ways:
 - absolute (what the judge does): the target is the oracle's top value;
 - whole: the attribute's own head, without the side heads of a pair;
 - relative to the face: the target beats the value the oracle reads on the face's unedited reconstruction (per
   side for pairs, both sides needed), as the rule compares the edit with the source and the ideal only.
 
 Usage: python experiments/probes/oracle_reading.py [build dir, default build/toyfaces]
-Prints the agreement per target value and source kind for both readings. Evaluation only.
+Prints the agreement per target value and source kind for each reading. Evaluation only.
 """
 
 from __future__ import annotations
@@ -24,12 +24,6 @@ from src.toyworld.oracle import Oracle
 from src.toyworld.training import decode
 
 
-@torch.no_grad()
-def logits(oracle: Oracle, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    outs = [oracle(x[i : i + 512]) for i in range(0, len(x), 512)]
-    return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
-
-
 def main(work: Path) -> None:
     torch.set_num_threads(1)
     held = CalibrationSet(**torch.load(work / "calibration.pt", weights_only=True)["heldout"])
@@ -38,9 +32,9 @@ def main(work: Path) -> None:
     w = torch.load(work / "latents.pt", weights_only=True)["test"].float()
     faces = held.faces.unique()
     recon = dict(zip(faces.tolist(), decode(gen, w[faces]).split(1)))
-    lo_edit = logits(oracle, held.float_images())
-    lo_src = logits(oracle, torch.cat([recon[i] for i in held.faces.tolist()]))
-    pred = oracle.predict(held.float_images())
+    lo_edit = oracle.logits(held.float_images())
+    lo_src = oracle.logits(torch.cat([recon[i] for i in held.faces.tolist()]))
+    pred = oracle.read(lo_edit)
     rows = {}
     for i, t in enumerate(held.targets):
         if t is None:

@@ -19,10 +19,8 @@ from src.toyworld.pool import RenderPool, heldout_scenes
 from src.toyworld.render import render_batch
 
 ORACLE_SIZE = 64  # input resolution; other sizes are resized
-SIDES = (
-    "left",
-    "right",
-)  # image halves; the region rule's sides of a paired part (src.evaluation.ideal.sides)
+# image halves; the region rule's sides of a paired part (src.evaluation.ideal.sides)
+SIDES = ("left", "right")
 EYEBROWS_FOLLOW_HAIR = 0.5  # decorrelate eyebrows from hair so the oracle looks at the eyebrows
 
 
@@ -49,9 +47,8 @@ class Oracle(nn.Module):
         feat = 8 * w  # average and max pooled
         self.heads = nn.ModuleDict({n: nn.Linear(feat, len(SCHEMA[n].values)) for n in LABEL_ATTRIBUTES})
         self.valid_head = nn.Linear(feat, 1)
-        self.sided = (
-            sided  # False: an oracle saved before side heads existed (its paired heads read the pair)
-        )
+        # False: an oracle saved before side heads existed (its paired heads read the pair)
+        self.sided = sided
         if sided:
             self.side_heads = nn.ModuleDict(
                 {f"{n}_{s}": nn.Linear(feat, len(SCHEMA[n].values)) for n in PAIRED for s in SIDES}
@@ -85,26 +82,32 @@ class Oracle(nn.Module):
         if self.sided:
             half = h.shape[-1] // 2
             halves = {"left": _pool(h[..., :half]), "right": _pool(h[..., half:])}
-            out.update({k: head(halves[k.rsplit("_", 1)[1]]) for k, head in self.side_heads.items()})
+            out.update({f"{n}_{s}": self.side_heads[f"{n}_{s}"](halves[s]) for n in PAIRED for s in SIDES})
         return out
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor, batch: int = 512) -> dict[str, torch.Tensor]:
-        """Predicted value index per attribute (LongTensor (N,), index into SCHEMA[attr].values); a paired
-        attribute read from both sides (``both_sides``) when the oracle is ``sided``."""
+    def logits(self, images: torch.Tensor, batch: int = 512) -> dict[str, torch.Tensor]:
+        """``forward`` over many images, in batches."""
         outs = [self(images[i : i + batch]) for i in range(0, len(images), batch)]
-        cat = lambda k: torch.cat([o[k] for o in outs])  # noqa: E731
-        pred = {n: cat(n).argmax(1) for n in LABEL_ATTRIBUTES}
+        return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
+
+    def read(self, logits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Value index per attribute from ``logits``; a paired attribute read from both sides (``both_sides``)
+        when the oracle is ``sided``."""
+        pred = {n: logits[n].argmax(1) for n in LABEL_ATTRIBUTES}
         if self.sided:
-            pred.update({n: both_sides(cat(f"{n}_left"), cat(f"{n}_right"), n) for n in PAIRED})
+            pred.update({n: both_sides(logits[f"{n}_left"], logits[f"{n}_right"], n) for n in PAIRED})
         return pred
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, batch: int = 512) -> dict[str, torch.Tensor]:
+        """Predicted value index per attribute (LongTensor (N,), index into SCHEMA[attr].values)."""
+        return self.read(self.logits(images, batch))
 
     @torch.no_grad()
     def valid_prob(self, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
         """Probability (N,) that each image is a well-formed face."""
-        return torch.cat(
-            [torch.sigmoid(self(images[i : i + batch])["valid"]) for i in range(0, len(images), batch)]
-        )
+        return torch.sigmoid(self.logits(images, batch)["valid"])
 
 
 def _pool(h: torch.Tensor) -> torch.Tensor:
