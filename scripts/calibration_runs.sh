@@ -11,8 +11,8 @@
 # export of the new generator (python -m src.toyworld.build --stages latents,export --out <dir>).
 # DRY_RUN=1: print the plan (one line per run still to do) and train nothing.
 # SHARD=k/n: do only every n-th run, from the k-th (0-based); start n processes, k = 0..n-1, to use n cores.
-# EXTRA: fitting runs per value beyond the first (0-3; default 0, the shipped calibration: 8 fitting runs and 10
-# held out; EXTRA=3: 8 + 24 fitting runs, every value fitted on 4 (loss, augmentation) pairs).
+# EXTRA: fitting runs per value beyond the first (0-3; default 0: 8 fitting runs and 10 held out; EXTRA=3, the
+# shipped calibration: 8 + 24 fitting runs, every value fitted on 4 (loss, augmentation) pairs).
 set -euo pipefail
 WORK=${1:-build/toyfaces}
 EXTRA=${EXTRA:-0}
