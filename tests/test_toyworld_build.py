@@ -167,7 +167,7 @@ def test_train_and_eval_on_toyfaces(fast_cfg, smoke_assets, tmp_path):
     assert grid.height >= 3 * 4 * 64  # three rows (source, edit, ideal), enlarged at least 4x
 
     # the run's checkpoint is a calibration source of the oracle: its edits, labelled by the region rule
-    from src.toyworld.attributes import Attributes
+    from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
     from src.toyworld.calibration_set import make_calibration_set
 
     lat = assets.load_latents("train", str(smoke_assets))
@@ -198,6 +198,25 @@ def test_train_and_eval_on_toyfaces(fast_cfg, smoke_assets, tmp_path):
     assert agree.any() and (cs.side_labels[..., 0][agree] == pairs[agree]).all()
     assert {t for t, k in zip(cs.targets, cs.kinds) if k == "mapper edit"} == {("ears", "pointed")}
     assert {t for t, k in zip(cs.targets, cs.kinds) if k == "reconstruction"} == {None}
+    # what the oracle reads each image against, and the edit question it learns (calibration_set.calibrate)
+    from src.toyworld.calibration_set import edit_codes, read_edits, references
+    from src.toyworld.oracle import Oracle
+
+    faces = [Attributes.decode(lat["labels"][i].numpy()) for i in cs.faces]
+    codes = edit_codes(cs.targets, faces)
+    none = torch.tensor([t is None for t in cs.targets])
+    assert (codes[none] == -1).all() and (codes[~none] >= 0).all()
+    i = cs.kinds.index("mapper edit")
+    # pointed ears, from the face's own
+    assert codes[i].tolist() == [0, 1, SCHEMA["ears"].index(faces[i].ears)]
+    ref = references(assets.load_generator(str(smoke_assets)), lat["latents"], cs.faces)
+    assert ref.shape == cs.images.shape and ref.dtype == torch.uint8
+    j = cs.kinds.index("reconstruction")
+    assert (ref[j].int() - cs.images[j].int()).abs().max() <= 1  # a reconstruction is its own reference
+    pred = read_edits(
+        Oracle().with_reference().eval(), cs.float_images(), ref.float() / 127.5 - 1, cs.targets
+    )
+    assert set(pred) == set(LABEL_ATTRIBUTES) and pred["ears"].shape == (len(cs),)
 
 
 def test_from_assets_rebuilds_only_the_later_stages(smoke_assets, tmp_path):

@@ -3,8 +3,10 @@
 import numpy as np
 import torch
 
+from src.evaluation.ideal import PAIRED
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
-from src.toyworld.oracle import Oracle, corrupt, region_stats, train_oracle
+from src.toyworld.oracle import Oracle
+from src.toyworld.oracle_training import corrupt, region_stats, train_oracle
 from src.toyworld.pool import TEST_SEED_OFFSET, RenderPool, heldout_scenes
 from src.toyworld.render import COLOURS, render, render_batch
 
@@ -90,3 +92,73 @@ def test_side_heads_and_loading_an_oracle_saved_without_them():
     legacy = Oracle.from_state(old)
     assert not legacy.sided and "ears_left" not in legacy(render_batch([Attributes()], [0]))
     assert Oracle.from_state(model.state_dict()).sided
+
+
+def test_an_oracle_with_a_reference_starts_as_the_image_oracle_and_learns_from_the_difference():
+    """``with_reference`` reads exactly as before until fine-tuned; fine-tuning needs references and makes them
+    matter; the relative oracle round-trips through its state dict; a reference of another shape is an error."""
+    import pytest
+
+    from src.toyworld.calibration_set import to_uint8
+    from src.toyworld.oracle_training import finetune_oracle
+
+    base = Oracle().eval()
+    x = render_batch([Attributes()] * 3, [0, 1, 2])
+    ref = render_batch([Attributes(lip_color="blue")] * 3, [0, 1, 2])
+    pair = base.with_reference().eval()
+    assert pair.relative and not base.relative
+    with torch.no_grad():
+        for k, v in base(x).items():
+            assert torch.equal(pair(x, ref)[k], v), k
+            assert torch.equal(pair(x)[k], v), k
+    with pytest.raises(ValueError, match="references"):
+        finetune_oracle(pair, to_uint8(x), torch.zeros(3, len(LABEL_ATTRIBUTES), dtype=torch.long), 1, 4)
+    finetune_oracle(pair, to_uint8(x), torch.zeros(3, len(LABEL_ATTRIBUTES), dtype=torch.long), 2, 4,
+                    pool_size=8, progress=False, references=to_uint8(ref))  # fmt: skip
+    with torch.no_grad():
+        assert not torch.equal(pair(x, ref)["lip_color"], pair(x)["lip_color"])
+    loaded = Oracle.from_state(pair.state_dict())
+    assert loaded.relative and torch.equal(
+        loaded.predict(x, ref)["lip_color"], pair.predict(x, ref)["lip_color"]
+    )
+    with pytest.raises(ValueError, match="must match"):
+        pair(x, ref[:1])
+
+
+def test_an_edit_reads_its_target_when_the_target_beats_the_source_on_every_side():
+    """The judge's question (as the region rule's): is the edit closer to the target than to the source? A lip
+    that turned dark reads black against pink even if brown is its top value; one pointed ear is not elf ears."""
+    model = Oracle().with_reference().eval()
+    lips = SCHEMA["lip_color"].values
+    logits = {n: torch.zeros(2, len(SCHEMA[n].values)) for n in LABEL_ATTRIBUTES}
+    logits.update(
+        {f"{n}_{s}": torch.zeros(2, len(SCHEMA[n].values)) for n in PAIRED for s in ("left", "right")}
+    )
+    logits["lip_color"][:, lips.index("brown")] = 3.0
+    logits["lip_color"][0, lips.index("black")] = 2.0  # black beats pink on the first edit only
+    pink = torch.full((2,), lips.index("pink"))
+    assert model.reads_target(logits, pink, "lip_color", "black").tolist() == [True, False]
+    ears = SCHEMA["ears"].values
+    logits["ears_left"][:, ears.index("pointed")] = 2.0  # both edits: the left ear
+    logits["ears_right"][1, ears.index("pointed")] = 2.0  # the second: the right one too
+    rnd = torch.full((2,), ears.index("round"))
+    assert model.reads_target(logits, rnd, "ears", "pointed").tolist() == [False, True]
+
+
+def test_the_edit_loss_trains_the_target_against_the_source_value():
+    from src.toyworld.oracle_training import _edit_loss
+
+    lips = SCHEMA["lip_color"].values
+    j = LABEL_ATTRIBUTES.index("lip_color")
+    out = {n: torch.zeros(2, len(SCHEMA[n].values), requires_grad=True) for n in LABEL_ATTRIBUTES}
+    out["valid"] = torch.zeros(2)
+    y = torch.zeros(2, len(LABEL_ATTRIBUTES), dtype=torch.long)
+    y[:, j] = torch.tensor([lips.index("black"), lips.index("brown")])  # the rule: read / not read
+    edits = torch.tensor([[j, lips.index("black"), lips.index("pink")]] * 2)
+    _edit_loss(out, y, None, edits).backward()
+    g = out["lip_color"].grad
+    assert g[0, lips.index("black")] < 0 < g[0, lips.index("pink")]  # raise black over pink
+    assert g[1, lips.index("black")] > 0 > g[1, lips.index("pink")]  # lower it
+    assert g[:, lips.index("brown")].abs().max() == 0
+    none = torch.full((2, 3), -1)
+    assert _edit_loss(out, y, None, none).item() == 0.0

@@ -1,11 +1,11 @@
 """Probe: the calibrated oracle's reading of an edit's target against the region rule, on the build's held-out
 calibration set, read three ways:
-- absolute (what the judge does): the target is the oracle's top value;
-- whole: the attribute's own head, without the side heads of a pair;
-- relative to the face: the target beats the value the oracle reads on the face's unedited reconstruction (per
-  side for pairs, both sides needed), as the rule compares the edit with the source and the ideal only.
+- edit question (what the judge does): the target is read, or beats the value read on the face's reconstruction on
+  every side of a pair (``Oracle.reads_target``), the edit read beside that reconstruction;
+- absolute: the target is the oracle's top value;
+- whole: the attribute's own head, without the side heads of a pair.
 
-Usage: python experiments/probes/oracle_reading.py [build dir, default build/toyfaces]
+Usage: python experiments/probes/oracle_reading.py [build dir, default build/toyfaces] [oracle file in it]
 Prints the agreement per target value and source kind for each reading. Evaluation only.
 """
 
@@ -16,55 +16,44 @@ from pathlib import Path
 
 import torch
 
-from src.evaluation.ideal import PAIRED
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA
 from src.toyworld.build import BuildConfig, Builder
-from src.toyworld.calibration_set import CalibrationSet
+from src.toyworld.calibration_set import CalibrationSet, read_edits, references
 from src.toyworld.oracle import Oracle
-from src.toyworld.training import decode
 
 
-def main(work: Path) -> None:
+def main(work: Path, name: str) -> None:
     torch.set_num_threads(1)
     held = CalibrationSet(**torch.load(work / "calibration.pt", weights_only=True)["heldout"])
-    oracle = Oracle.from_state(torch.load(work / "oracle_calibrated.pt", weights_only=True)["state_dict"])
+    oracle = Oracle.from_state(torch.load(work / name, weights_only=True)["state_dict"])
     gen, _ = Builder(BuildConfig(), work, work, progress=False).load_autoencoder()
     w = torch.load(work / "latents.pt", weights_only=True)["test"].float()
-    faces = held.faces.unique()
-    recon = dict(zip(faces.tolist(), decode(gen, w[faces]).split(1)))
-    lo_edit = oracle.logits(held.float_images())
-    lo_src = oracle.logits(torch.cat([recon[i] for i in held.faces.tolist()]))
-    pred = oracle.read(lo_edit)
+    x, ref = held.float_images(), references(gen, w, held.faces).float() / 127.5 - 1.0
+    question = read_edits(oracle, x, ref, held.targets)
+    lo = oracle.logits(x, ref)
+    top = oracle.read(lo)
     rows = {}
     for i, t in enumerate(held.targets):
         if t is None:
             continue
         attribute, value = t
         k = SCHEMA[attribute].index(value)
-        keys = (
-            [f"{attribute}_left", f"{attribute}_right"]
-            if attribute in PAIRED and oracle.sided
-            else [attribute]
-        )
-        src = [int(lo_src[key][i].argmax()) for key in keys]
-        relative = all(
-            (s == k and int(lo_edit[key][i].argmax()) == k)
-            or (s != k and lo_edit[key][i, k] > lo_edit[key][i, s])
-            for key, s in zip(keys, src)
-        )
         rule = int(held.labels[i, LABEL_ATTRIBUTES.index(attribute)]) == k
-        absolute = int(pred[attribute][i]) == k
-        whole = int(lo_edit[attribute][i].argmax()) == k  # the pair's head, without the sides
+        reads = (
+            int(question[attribute][i]) == k,
+            int(top[attribute][i]) == k,
+            int(lo[attribute][i].argmax()) == k,
+        )
         for group in (f"{attribute}:{value}", f"{attribute}:{value} / {held.kinds[i]}"):
             r = rows.setdefault(group, [0, 0, 0, 0])
             r[0] += 1
-            r[1] += absolute == rule
-            r[2] += relative == rule
-            r[3] += whole == rule
-    print(f"{'target / kind':56s} {'n':>5s} {'absolute':>9s} {'relative':>9s} {'whole head':>10s}")
-    for group, (n, a, r, h) in sorted(rows.items()):
-        print(f"{group:56s} {n:5d} {a / n:9.3f} {r / n:9.3f} {h / n:10.3f}")
+            for j, read in enumerate(reads):
+                r[j + 1] += read == rule
+    print(f"{'target / kind':56s} {'n':>5s} {'edit question':>13s} {'absolute':>9s} {'whole head':>10s}")
+    for group, (n, q, a, h) in sorted(rows.items()):
+        print(f"{group:56s} {n:5d} {q / n:13.3f} {a / n:9.3f} {h / n:10.3f}")
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "build/toyfaces"))
+    args = sys.argv[1:] + [None, None]
+    main(Path(args[0] or "build/toyfaces"), args[1] or "oracle_calibrated.pt")

@@ -141,7 +141,15 @@ def judge_composed(
             w = refine(gen, ideal, invert(load_inverter(asset_dir), ideal), ceiling_refine_steps)
         top = decode(gen, w)
         ceiling, _ = composed_verdicts(
-            readings[0], oracle.predict(top), x, top, ideal, source, parts, targets, thresholds
+            readings[0],
+            oracle.predict(top, x, targets=targets),
+            x,
+            top,
+            ideal,
+            source,
+            parts,
+            targets,
+            thresholds,
         )
         save_json(key, ceiling)
     out = {"target": " + ".join(f"{a}:{v}" for a, v in targets), "n": x.shape[0], **out, "ceiling": ceiling}

@@ -90,7 +90,12 @@ def reachability(
         opt.step()
     with torch.no_grad():
         x0, x = gen.synthesis(w0), gen.synthesis(w.detach())
-        hit = (oracle.predict(x)[attribute] == SCHEMA[attribute].index(value)).float().mean().item()
+        hit = (
+            (oracle.predict(x, x0, targets=[(attribute, value)])[attribute] == SCHEMA[attribute].index(value))
+            .float()
+            .mean()
+            .item()
+        )
     return {"rate": hit, "outside_over_inside_change": leakage(x0, x, mask)}
 
 
@@ -124,7 +129,8 @@ def build_report(builder: Any, c: Any) -> dict[str, Any]:
     from src.toyworld.assets import new_clip_model
     from src.toyworld.attributes import uniform_rates
     from src.toyworld.models import GaussianLatentSampler
-    from src.toyworld.oracle import Oracle, evaluate_oracle
+    from src.toyworld.oracle import Oracle
+    from src.toyworld.oracle_training import evaluate_oracle
 
     log = builder.log
     work = builder.work

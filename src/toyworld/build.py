@@ -142,7 +142,7 @@ class Builder:
 
     # ---- stages -----------------------------------------------------------------------------------------
     def stage_oracle(self) -> None:
-        from src.toyworld.oracle import train_oracle
+        from src.toyworld.oracle_training import train_oracle
 
         c = self.cfg
         model, metrics = train_oracle(

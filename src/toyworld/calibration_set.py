@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from src.toyworld.attributes import COUNTERFACTUAL_VALUES, Attributes
+from src.toyworld.attributes import COUNTERFACTUAL_VALUES, LABEL_ATTRIBUTES, SCHEMA, Attributes
 from src.toyworld.calibration import Target, compose, rule_labels
 from src.toyworld.render import render_batch
 from src.toyworld.training import decode, invert
@@ -44,6 +44,39 @@ class CalibrationSet:
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+
+
+@torch.no_grad()
+def references(gen: torch.nn.Module, w: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
+    """uint8 reconstructions (N, 3, H, W) of the faces images show (``faces``: indices into latents ``w``): what
+    the oracle reads each image against, as the judge reads an edit against the reconstruction it edits."""
+    unique, inverse = faces.unique(return_inverse=True)
+    return to_uint8(decode(gen, w[unique]))[inverse]
+
+
+def edit_codes(targets: Sequence[Target], attrs: Sequence[Attributes]) -> torch.Tensor:
+    """Per image (N, 3): the index of the attribute it was meant to edit (-1: none), the target value's index and
+    the source face's value index (``attrs``: the face each image shows), for the oracle's edit loss."""
+    out = torch.full((len(targets), 3), -1, dtype=torch.long)
+    for i, (t, a) in enumerate(zip(targets, attrs)):
+        if t is not None:
+            values = SCHEMA[t[0]].values
+            out[i] = torch.tensor(
+                [LABEL_ATTRIBUTES.index(t[0]), values.index(t[1]), values.index(getattr(a, t[0]))]
+            )
+    return out
+
+
+def read_edits(
+    oracle: torch.nn.Module, images: torch.Tensor, refs: torch.Tensor, targets: Sequence[Target]
+) -> dict[str, torch.Tensor]:
+    """The oracle's readings of images beside their faces' reconstructions ``refs``, each edit's target read as the
+    judge reads it (``Oracle.predict(..., targets=...)``)."""
+    pred = oracle.predict(images, refs)
+    for t in sorted({t for t in targets if t is not None}):
+        i = torch.tensor([u == t for u in targets])
+        pred[t[0]][i] = oracle.predict(images[i], refs[i], targets=[t])[t[0]]
+    return pred
 
 
 def run_checkpoints(root: Path | str | None) -> list[list[Path]]:
@@ -151,11 +184,13 @@ def make_calibration_set(
 
 
 def calibrate(builder: object, c: object) -> dict:
-    """The build's ``calibrate`` stage: the stage-one oracle fine-tuned on a calibration set made from the train
+    """The build's ``calibrate`` stage: the stage-one oracle, given a view of each image's difference from the
+    reconstruction of its face (``Oracle.with_reference``), fine-tuned on a calibration set made from the train
     latents (and the mapper runs under ``<work>/<c.calibration_runs>/fit``); agreement with the rule measured on
     held-out faces (test latents) and held-out runs (``.../heldout``). Writes ``oracle_calibrated.pt``."""
     from src.toyworld.calibration import agreement
-    from src.toyworld.oracle import Oracle, evaluate_oracle, finetune_oracle
+    from src.toyworld.oracle import Oracle
+    from src.toyworld.oracle_training import evaluate_oracle, finetune_oracle
 
     work, log = builder.work, builder.log
     gen, inv = builder.load_autoencoder()
@@ -185,13 +220,19 @@ def calibrate(builder: object, c: object) -> dict:
         fit, held = made["fit"], made["heldout"]
         torch.save({"fit": fit.state(), "heldout": held.state(), "key": key}, cache)
     ostate = torch.load(work / "oracle.pt", map_location="cpu", weights_only=True)["state_dict"]
-    oracle = Oracle.from_state(ostate)
-    before = agreement(oracle.predict(held.float_images()), held.labels, held.targets)
+    oracle = Oracle.from_state(ostate).with_reference()
+    # each image is read beside the reconstruction of its face, as the judge reads an edit
+    ref_fit = references(gen, lat["train"].float(), fit.faces)
+    ref_held = references(gen, lat["test"].float(), held.faces).float() / 127.5 - 1.0
+    x_held = held.float_images()
+    before = agreement(read_edits(oracle, x_held, ref_held, held.targets), held.labels, held.targets)
     log(f"[calibrate] stage-one oracle vs rule on held-out edits: {before['target']}")
     finetune_oracle(oracle, fit.images, fit.labels, c.calib_steps, c.oracle_batch, seed=c.seed + 33,
                     pool_size=min(c.pool_size, 4096), progress=builder.progress,
-                    side_labels=fit.side_labels)  # fmt: skip
-    pred = oracle.predict(held.float_images())
+                    side_labels=fit.side_labels, references=ref_fit, edits=edit_codes(fit.targets, [
+                        Attributes.decode(lat["train_labels"][i].numpy()) for i in fit.faces]))  # fmt: skip
+    pred = read_edits(oracle, x_held, ref_held, held.targets)
+    absolute = agreement(oracle.predict(x_held, ref_held), held.labels, held.targets)
     after = agreement(pred, held.labels, held.targets)
     log(f"[calibrate] calibrated oracle vs rule on held-out edits: {after['target']}")
     by_kind = {}
@@ -204,6 +245,7 @@ def calibrate(builder: object, c: object) -> dict:
     metrics = {
         "agreement_before": before,
         "agreement": after,
+        "agreement_absolute": absolute,  # the target read as the oracle's top value, without the edit question
         "agreement_by_kind": by_kind,
         "clean": evaluate_oracle(oracle, max(c.report_size, 8), seed=c.seed + 7),
         "fit_size": len(fit),

@@ -1,22 +1,20 @@
 """The toyfaces oracle: an attribute reader independent of CLIP, used only to evaluate edits.
 
 A small multi-head CNN (one softmax head per attribute over natural + counterfactual values, plus a
-"valid face" logit trained on renders vs corrupted images), trained on renders generated on the fly.
+"valid face" logit trained on renders vs corrupted images). The calibrated oracle is ``relative``: it reads an edit
+beside the reconstruction it edits, as a person compares before and after. Training: ``src.toyworld.oracle_training``.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from src.evaluation.ideal import PAIRED
-from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, uniform_rates
-from src.toyworld.pool import RenderPool, heldout_scenes
-from src.toyworld.render import render_batch
+from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA
 
 ORACLE_SIZE = 64  # input resolution; other sizes are resized
 # image halves; the region rule's sides of a paired part (src.evaluation.ideal.sides)
@@ -35,11 +33,13 @@ class Oracle(nn.Module):
     half of the feature map (``side_heads``); with ``sided`` the reading of such an attribute needs both sides, as
     a person's does: one pointed ear, or a streak beside it, is not elf ears (``both_sides``)."""
 
-    def __init__(self, width: int = 16, sided: bool = True) -> None:
+    def __init__(self, width: int = 16, sided: bool = True, relative: bool = False) -> None:
         super().__init__()
         w = width
+        # True: the oracle also sees how the image differs from a reference (``with_reference``)
+        self.relative = relative
         self.body = nn.Sequential(
-            nn.Conv2d(3, w, 4, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(True),  # 32x32
+            nn.Conv2d(6 if relative else 3, w, 4, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(True),  # 32x32
             _block(w, w, 1),
             _block(w, 2 * w, 2), _block(2 * w, 2 * w, 1),  # 16x16
             _block(2 * w, 4 * w, 2), _block(4 * w, 4 * w, 1),  # 8x8
@@ -58,24 +58,36 @@ class Oracle(nn.Module):
     def from_state(cls, state: dict[str, torch.Tensor]) -> Oracle:
         """An oracle in eval mode from its state dict (any float dtype); one saved before side heads existed reads
         pairs whole."""
-        model = cls(state["body.0.weight"].shape[0], sided=any(k.startswith("side_heads.") for k in state))
+        conv = state["body.0.weight"]
+        model = cls(
+            conv.shape[0], any(k.startswith("side_heads.") for k in state), relative=conv.shape[1] == 6
+        )
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         return model.eval()
 
-    def _maps(self, images: torch.Tensor) -> torch.Tensor:
+    def _maps(self, images: torch.Tensor, reference: torch.Tensor | None = None) -> torch.Tensor:
         assert images.ndim == 4 and images.shape[1] == 3, f"expected (N,3,H,W), got {tuple(images.shape)}"
+        if reference is not None and reference.shape != images.shape:
+            raise ValueError(
+                f"reference {tuple(reference.shape)} must match the images {tuple(images.shape)}"
+            )
+        if self.relative:  # an image read on its own is read against itself: no difference
+            images = torch.cat(
+                [images, torch.zeros_like(images) if reference is None else images - reference], 1
+            )
         if images.shape[-1] != ORACLE_SIZE or images.shape[-2] != ORACLE_SIZE:
             images = F.interpolate(images, size=(ORACLE_SIZE, ORACLE_SIZE), mode="bilinear", antialias=True)
         return self.body(images)  # (N, 4w, 8, 8)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Pooled features (N, 8*width), e.g. for KID between edited and real renders."""
+        """Pooled features (N, 8*width) of images read on their own, e.g. for KID between edits and renders."""
         return _pool(self._maps(images))
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, reference: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Logits per attribute (N, n_values), per side of a paired one ('<attr>_left', '<attr>_right', when
-        ``sided``) and 'valid' (N,)."""
-        h = self._maps(images)
+        ``sided``) and 'valid' (N,). A ``relative`` oracle reads the images against ``reference`` (N, 3, H, W),
+        e.g. edits against the reconstructions they edit (default: each image against itself); others ignore it."""
+        h = self._maps(images, reference)
         f = _pool(h)
         out = {n: head(f) for n, head in self.heads.items()}
         out["valid"] = self.valid_head(f).squeeze(1)
@@ -86,9 +98,12 @@ class Oracle(nn.Module):
         return out
 
     @torch.no_grad()
-    def logits(self, images: torch.Tensor, batch: int = 512) -> dict[str, torch.Tensor]:
+    def logits(
+        self, images: torch.Tensor, reference: torch.Tensor | None = None, batch: int = 512
+    ) -> dict[str, torch.Tensor]:
         """``forward`` over many images, in batches."""
-        outs = [self(images[i : i + batch]) for i in range(0, len(images), batch)]
+        ref = lambda i: None if reference is None else reference[i : i + batch]  # noqa: E731
+        outs = [self(images[i : i + batch], ref(i)) for i in range(0, len(images), batch)]
         return {k: torch.cat([o[k] for o in outs]) for k in outs[0]}
 
     def read(self, logits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -100,14 +115,55 @@ class Oracle(nn.Module):
         return pred
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor, batch: int = 512) -> dict[str, torch.Tensor]:
-        """Predicted value index per attribute (LongTensor (N,), index into SCHEMA[attr].values)."""
-        return self.read(self.logits(images, batch))
+    def predict(
+        self,
+        images: torch.Tensor,
+        reference: torch.Tensor | None = None,
+        batch: int = 512,
+        targets: Sequence[tuple[str, str]] = (),
+    ) -> dict[str, torch.Tensor]:
+        """Predicted value index per attribute (LongTensor (N,), index into SCHEMA[attr].values). Edits of a
+        ``relative`` oracle, read beside the faces they edit (``reference``), read each of their ``targets``
+        (attribute, value) by ``reads_target``."""
+        logits = self.logits(images, reference, batch)
+        pred = self.read(logits)
+        if self.relative and reference is not None:
+            src = self.read(self.logits(reference, batch=batch)) if targets else {}
+            for attribute, value in targets:
+                k = SCHEMA[attribute].index(value)
+                hit = self.reads_target(logits, src[attribute], attribute, value)
+                pred[attribute] = torch.where(hit, k, pred[attribute])
+        return pred
 
     @torch.no_grad()
     def valid_prob(self, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
         """Probability (N,) that each image is a well-formed face."""
-        return torch.sigmoid(self.logits(images, batch)["valid"])
+        return torch.sigmoid(self.logits(images, batch=batch)["valid"])
+
+    def reads_target(
+        self, logits: dict[str, torch.Tensor], source: torch.Tensor, attribute: str, value: str
+    ) -> torch.Tensor:
+        """Whether edits (N,) bool read ``value`` beside the faces they edit, whose ``attribute`` reads ``source``
+        (N,): the value is read, or it beats the source's value on every side of a pair (the question the region
+        rule answers: closer to the ideal than to the source). ``logits`` of the edits against those faces."""
+        k = SCHEMA[attribute].index(value)
+        keys = [f"{attribute}_{s}" for s in SIDES] if attribute in PAIRED and self.sided else [attribute]
+        lo = [logits[n] for n in keys]
+        beats = torch.stack([x[:, k] > x.gather(1, source[:, None]).squeeze(1) for x in lo]).all(0)
+        return (self.read(logits)[attribute] == k) | ((source != k) & beats)
+
+    def with_reference(self) -> Oracle:
+        """A ``relative`` copy that reads exactly as this oracle until trained: the difference channels start at
+        zero weight. A person judges an edit beside the face it edits; so does the calibrated oracle."""
+        if self.relative:
+            return self
+        out = Oracle(self.body[0].out_channels, self.sided, relative=True)
+        state = self.state_dict()
+        state["body.0.weight"] = torch.cat(
+            [state["body.0.weight"], torch.zeros_like(state["body.0.weight"])], 1
+        )
+        out.load_state_dict(state)
+        return out.train(self.training)
 
 
 def _pool(h: torch.Tensor) -> torch.Tensor:
@@ -128,184 +184,3 @@ def side_targets(labels: torch.Tensor) -> torch.Tensor:
     """Per-side labels (N, len(PAIRED), 2) of images whose every side shows its attribute label (renders)."""
     idx = [LABEL_ATTRIBUTES.index(n) for n in PAIRED]
     return labels[:, idx, None].expand(-1, -1, len(SIDES))
-
-
-def corrupt(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Invalid faces from valid ones: smooth noise, tile shuffles, two-face blends, upside-down faces."""
-    n, c, h, w = images.shape
-    kind = torch.randint(4, (n,), generator=generator)
-    blobs = torch.randn(n, c, 4, 4, generator=generator)
-    noise = F.interpolate(blobs, size=(h, w), mode="bilinear").clamp(-1, 1)
-    tiles = images.unfold(2, h // 4, h // 4).unfold(3, w // 4, w // 4).reshape(n, c, 16, h // 4, w // 4)
-    tiles = tiles[:, :, torch.randperm(16, generator=generator)].reshape(n, c, 4, 4, h // 4, w // 4)
-    shuffled = tiles.permute(0, 1, 2, 4, 3, 5).reshape(n, c, h, w)
-    blend = 0.5 * images + 0.5 * images.roll(1, 0).roll(h // 6, 3)
-    flipped = images.flip(2)
-    options = torch.stack([noise, shuffled, blend, flipped])  # (4, N, C, H, W)
-    return options[kind, torch.arange(n)]
-
-
-def augment(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Mild degradations a generator's output may show (blur, noise), so the oracle reads reconstructions."""
-    n = images.shape[0]
-    soft = F.interpolate(F.avg_pool2d(images, 2), scale_factor=2, mode="bilinear")  # half-resolution detail
-    images = torch.where(torch.rand(n, 1, 1, 1, generator=generator) < 0.2, soft, images)
-    blurred = F.avg_pool2d(F.pad(images, (1, 1, 1, 1), mode="replicate"), 3, 1)
-    mix = torch.rand(n, 1, 1, 1, generator=generator) * (torch.rand(n, 1, 1, 1, generator=generator) < 0.4)
-    images = images + mix * (blurred - images)
-    sigma = 0.03 * torch.rand(n, 1, 1, 1, generator=generator)
-    return (images + sigma * torch.randn(images.shape, generator=generator)).clamp(-1, 1)
-
-
-@torch.no_grad()
-def evaluate_oracle(model: Oracle, n: int = 1000, seed: int = 0, device: str = "cpu") -> dict[str, float]:
-    """Held-out accuracy per attribute (uniform attributes, reserved seeds) and valid-head accuracy."""
-    attrs, seeds = heldout_scenes(n, uniform_rates(), EYEBROWS_FOLLOW_HAIR, seed)
-    images = render_batch(attrs, seeds).to(device)
-    labels = torch.from_numpy(np.stack([a.encode() for a in attrs])).to(device)
-    model.eval()
-    pred = model.predict(images)
-    metrics = {
-        f"acc/{a}": (pred[a] == labels[:, i]).float().mean().item() for i, a in enumerate(LABEL_ATTRIBUTES)
-    }
-    metrics["acc/mean"] = float(np.mean([metrics[f"acc/{a}"] for a in LABEL_ATTRIBUTES]))
-    metrics["acc/all_correct"] = (
-        torch.stack([pred[a] == labels[:, i] for i, a in enumerate(LABEL_ATTRIBUTES)])
-        .all(0)
-        .float()
-        .mean()
-        .item()
-    )
-    g = torch.Generator().manual_seed(seed)
-    bad = corrupt(images.cpu(), g).to(device)
-    metrics["valid/real"] = (model.valid_prob(images) > 0.5).float().mean().item()
-    metrics["valid/corrupt_rejected"] = (model.valid_prob(bad) <= 0.5).float().mean().item()
-    return metrics
-
-
-def _step(
-    model: Oracle,
-    opt: torch.optim.Optimizer,
-    sched: torch.optim.lr_scheduler.LRScheduler,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    is_valid: torch.Tensor,
-    device_type: str,
-    bf16: bool,
-    y_side: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """One optimisation step: cross-entropy per attribute head on the first len(y) images (and per side head,
-    on ``y_side`` (N, len(PAIRED), 2), default: every side shows the label), valid-face BCE on all."""
-    with torch.autocast(device_type, dtype=torch.bfloat16, enabled=bf16):
-        out = {k: v.float() for k, v in model(x).items()}
-    n = y.shape[0]
-    loss = sum(F.cross_entropy(out[a][:n], y[:, i]) for i, a in enumerate(LABEL_ATTRIBUTES))
-    if model.sided:
-        y_side = side_targets(y) if y_side is None else y_side
-        loss = loss + sum(
-            F.cross_entropy(out[f"{a}_{s}"][:n], y_side[:, i, j])
-            for i, a in enumerate(PAIRED)
-            for j, s in enumerate(SIDES)
-        )
-    loss = loss + F.binary_cross_entropy_with_logits(out["valid"], is_valid)
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
-    sched.step()
-    return loss
-
-
-def train_oracle(
-    num_steps: int = 1500,
-    batch: int = 128,
-    seed: int = 0,
-    device: str = "cpu",
-    progress: bool = True,
-    width: int = 16,
-    lr: float = 3e-3,
-    pool_size: int = 8192,
-    refresh_per_step: int = 16,
-    eval_size: int = 1000,
-    bf16: bool = True,
-) -> tuple[Oracle, dict[str, float]]:
-    """Train an oracle on a refreshed pool of uniformly-sampled renders; returns (model in eval mode, held-out
-    metrics). A quarter of each batch is corrupted into invalid faces for the valid head; bf16 autocast
-    on CPU roughly doubles speed."""
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    t0 = time.perf_counter()
-    pool = RenderPool(pool_size, uniform_rates(), EYEBROWS_FOLLOW_HAIR, seed=seed)
-    model = Oracle(width).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=max(1, num_steps), pct_start=0.15)
-    n_bad = batch // 4
-    model.train()
-    for step in range(num_steps):
-        pool.refresh(refresh_per_step)
-        x, y = pool.sample(batch, g)
-        x = augment(x, g)
-        x = torch.cat([x, corrupt(x[:n_bad], g)]).to(device)
-        y = y.to(device)
-        is_valid = torch.cat([torch.ones(batch), torch.zeros(n_bad)]).to(device)
-        loss = _step(model, opt, sched, x, y, is_valid, torch.device(device).type, bf16)
-        if progress and (step % 100 == 0 or step == num_steps - 1):
-            print(f"oracle step {step}/{num_steps} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f}s)")
-    model.eval()
-    metrics = evaluate_oracle(model, eval_size, seed=seed, device=device)
-    metrics["train_seconds"] = time.perf_counter() - t0
-    metrics["steps"] = float(num_steps)
-    if progress:
-        print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
-    return model, metrics
-
-
-def region_stats(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Mean RGB (float, 0-255) of a uint8 HxWx3 image inside each non-empty mask: a CLIP-free cross-check."""
-    img = np.asarray(image, dtype=np.float64)
-    return {name: img[m].mean(0) for name, m in masks.items() if m.any()}
-
-
-def finetune_oracle(
-    model: Oracle,
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    num_steps: int = 1200,
-    batch: int = 128,
-    seed: int = 0,
-    lr: float = 1e-3,
-    pool_size: int = 4096,
-    progress: bool = True,
-    side_labels: torch.Tensor | None = None,
-) -> Oracle:
-    """Fine-tune on generated images with region-rule labels (uint8 ``images`` (N, 3, H, W), ``labels`` (N, A),
-    per side of the paired parts ``side_labels`` (N, len(PAIRED), 2), default: every side shows the label), half of
-    each batch, beside clean renders (the other half, a quarter of them corrupted for the valid head). Generated
-    images count as valid faces."""
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    t0 = time.perf_counter()
-    pool = RenderPool(pool_size, uniform_rates(), EYEBROWS_FOLLOW_HAIR, seed=seed + 1)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=max(1, num_steps), pct_start=0.1)
-    half, n_bad = batch // 2, batch // 8
-    side_labels = side_targets(labels) if side_labels is None else side_labels
-    model.train()
-    for step in range(num_steps):
-        pool.refresh(8)
-        xr, yr = pool.sample(half, g)
-        i = torch.randint(images.shape[0], (half,), generator=g)
-        xg, yg = images[i].float() / 127.5 - 1.0, labels[i]
-        x = augment(torch.cat([xr, xg]), g)
-        y_side = torch.cat([side_targets(yr), side_labels[i]])
-        flip = torch.rand(x.shape[0], generator=g) < 0.5  # the rule is left-right symmetric: sides swap
-        x = torch.where(flip[:, None, None, None], x.flip(3), x)
-        y_side = torch.where(flip[:, None, None], y_side.flip(2), y_side)
-        x = torch.cat([x, corrupt(xr[:n_bad], g)])
-        y = torch.cat([yr, yg])
-        is_valid = torch.cat([torch.ones(2 * half), torch.zeros(n_bad)])
-        loss = _step(model, opt, sched, x, y, is_valid, "cpu", True, y_side)
-        if progress and (step % 100 == 0 or step == num_steps - 1):
-            print(
-                f"oracle calibration step {step}/{num_steps} loss {loss.item():.4f} ({time.perf_counter() - t0:.0f}s)"
-            )
-    return model.eval()
