@@ -371,3 +371,33 @@ def test_calibration_run_plan_fits_each_value_on_other_pairs_than_its_heldout_ru
         assert len(pairs) == 4 and len(set(pairs)) == 4, target
         assert not set(pairs) & {p for p in held[target] if p}, target
     assert held["ears:pointed"].count(()) == 1 and held["lip_color:blue"].count(()) == 1  # recipe runs
+
+
+def test_rejudge_keeps_the_previous_verdicts_resumes_and_shards(tmp_path):
+    """scripts/rejudge.sh, with a stand-in for python: every finished job is judged once, into <job>/eval, its old
+    eval.json kept as eval_<TAG>.json; a second pass skips them; SHARD=k/n splits the jobs."""
+    stub = tmp_path / "python"
+    stub.write_text(
+        '#!/bin/bash\nfor a; do case $a in hydra.run.dir=*) echo new > "${a#*=}/eval.json";; esac; done\n'
+    )
+    stub.chmod(0o755)
+    jobs = [tmp_path / "sweep" / str(i) for i in range(3)]
+    for job in jobs:
+        (job / "checkpoints").mkdir(parents=True)
+        (job / "checkpoints" / "last.ckpt").write_text("")
+        (job / "eval").mkdir()
+        (job / "eval" / "eval.json").write_text("old")
+
+    def run(shard: str) -> str:
+        env = {**os.environ, "TAG": "v0", "SHARD": shard, "PYTHON": str(stub)}
+        cmd = ["bash", "scripts/rejudge.sh", str(tmp_path / "sweep")]
+        return subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
+
+    assert run("1/2").count("[rejudge]") == 1  # the middle job only
+    assert (jobs[1] / "eval" / "eval.json").read_text().strip() == "new"
+    assert (jobs[0] / "eval" / "eval.json").read_text() == "old"
+    assert run("0/1").count("[rejudge]") == 2  # the other two; the judged one is skipped
+    for job in jobs:
+        assert (job / "eval" / "eval_v0.json").read_text() == "old"
+        assert (job / "eval" / "eval.json").read_text().strip() == "new"
+    assert run("0/1").count("[rejudge]") == 0
