@@ -15,6 +15,7 @@ i=0
 for ckpt in $(find "$@" -path '*/checkpoints/last.ckpt' | sort); do
   job=$(dirname "$(dirname "$ckpt")")
   if (( i++ % n != k )) || [[ -e "$job/eval/.rejudged-$TAG" ]]; then continue; fi
+  mkdir -p "$job/eval"
   [[ -f "$job/eval/eval.json" && ! -f "$job/eval/eval_$TAG.json" ]] && cp "$job/eval/eval.json" "$job/eval/eval_$TAG.json"
   echo "[rejudge] $job"
   "$PYTHON" -m src.eval ckpt="$ckpt" hydra.run.dir="$job/eval" > "$job/eval/rejudge.log" 2>&1 || { echo "[rejudge] FAILED $job (see $job/eval/rejudge.log)"; continue; }
