@@ -73,6 +73,9 @@ class BuildConfig:
     )
     calib_heldout_faces: int = 64  # random test faces per source of the held-out agreement set
     calib_steps: int = 3000
+    # True: the relative oracle (reads each edit beside its reconstruction, edit loss; docs/judge.md "v5"), not
+    # shipped: it reads an ideal pointed-ear render as round on 1 of 6 test faces
+    calib_relative: bool = False
     ceiling_faces: int = 64  # test faces per counterfactual value for the ideal-edit ceilings
     # the identity net (src.toyworld.identity), the toy ArcFace of the identity loss
     identity_steps: int = 500

@@ -184,8 +184,9 @@ def make_calibration_set(
 
 
 def calibrate(builder: object, c: object) -> dict:
-    """The build's ``calibrate`` stage: the stage-one oracle, given a view of each image's difference from the
-    reconstruction of its face (``Oracle.with_reference``), fine-tuned on a calibration set made from the train
+    """The build's ``calibrate`` stage: the stage-one oracle (with ``c.calib_relative``: given a view of each image's
+    difference from the reconstruction of its face, ``Oracle.with_reference``, and the edit loss) fine-tuned on a
+    calibration set made from the train
     latents (and the mapper runs under ``<work>/<c.calibration_runs>/fit``); agreement with the rule measured on
     held-out faces (test latents) and held-out runs (``.../heldout``). Writes ``oracle_calibrated.pt``."""
     from src.toyworld.calibration import agreement
@@ -220,7 +221,9 @@ def calibrate(builder: object, c: object) -> dict:
         fit, held = made["fit"], made["heldout"]
         torch.save({"fit": fit.state(), "heldout": held.state(), "key": key}, cache)
     ostate = torch.load(work / "oracle.pt", map_location="cpu", weights_only=True)["state_dict"]
-    oracle = Oracle.from_state(ostate).with_reference()
+    oracle = Oracle.from_state(ostate)
+    if c.calib_relative:
+        oracle = oracle.with_reference()
     # each image is read beside the reconstruction of its face, as the judge reads an edit
     ref_fit = references(gen, lat["train"].float(), fit.faces)
     ref_held = references(gen, lat["test"].float(), held.faces).float() / 127.5 - 1.0
@@ -230,7 +233,8 @@ def calibrate(builder: object, c: object) -> dict:
     finetune_oracle(oracle, fit.images, fit.labels, c.calib_steps, c.oracle_batch, seed=c.seed + 33,
                     pool_size=min(c.pool_size, 4096), progress=builder.progress,
                     side_labels=fit.side_labels, references=ref_fit, edits=edit_codes(fit.targets, [
-                        Attributes.decode(lat["train_labels"][i].numpy()) for i in fit.faces]))  # fmt: skip
+                        Attributes.decode(lat["train_labels"][i].numpy()) for i in fit.faces])
+                    if c.calib_relative else None)  # fmt: skip
     pred = read_edits(oracle, x_held, ref_held, held.targets)
     absolute = agreement(oracle.predict(x_held, ref_held), held.labels, held.targets)
     after = agreement(pred, held.labels, held.targets)
