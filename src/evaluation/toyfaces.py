@@ -80,7 +80,10 @@ def judge(
     same faces given): (summary, per-face faithful verdicts (N,) bool). Also used for the build's ceilings.
     ``readings``: the oracle's predictions on (x, x_hat) when the caller has them already."""
     scores = ideal_edit_scores(x_hat, x, ideal, source, attribute, thresholds)
-    p_src, p_edit = readings or (oracle.predict(x), oracle.predict(x_hat, x, targets=[(attribute, value)]))
+    if readings is None:
+        p_src = oracle.predict(x)
+        readings = p_src, oracle.predict(x_hat, x, targets=[(attribute, value)], source=p_src)
+    p_src, p_edit = readings
     read = p_edit[attribute] == SCHEMA[attribute].index(value)
     kept = torch.stack([p_edit[a] == p_src[a] for a in LABEL_ATTRIBUTES if a != attribute]).all(0)
     faithful = read & scores["region_ok"] & kept & scores["collateral_ok"]
@@ -169,7 +172,8 @@ class ToyfacesEvaluator:
         x, x_hat = x.float().cpu(), x_hat.float().cpu()
         oracle = self.oracle
         # each edit read beside the face it edits, its targets by the edit question (Oracle.reads_target)
-        p_src, p_edit = oracle.predict(x), oracle.predict(x_hat, x, targets=targets)
+        p_src = oracle.predict(x)
+        p_edit = oracle.predict(x_hat, x, targets=targets, source=p_src)
         attrs, seeds = self.scenes(x.shape[0])
         if len(targets) > 1:
             out, self.last = judge_composed(

@@ -142,7 +142,7 @@ def judge_composed(
         top = decode(gen, w)
         ceiling, _ = composed_verdicts(
             readings[0],
-            oracle.predict(top, x, targets=targets),
+            oracle.predict(top, x, targets=targets, source=readings[0]),
             x,
             top,
             ideal,

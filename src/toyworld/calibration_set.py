@@ -71,11 +71,12 @@ def read_edits(
     oracle: torch.nn.Module, images: torch.Tensor, refs: torch.Tensor, targets: Sequence[Target]
 ) -> dict[str, torch.Tensor]:
     """The oracle's readings of images beside their faces' reconstructions ``refs``, each edit's target read as the
-    judge reads it (``Oracle.predict(..., targets=...)``)."""
-    pred = oracle.predict(images, refs)
-    for t in sorted({t for t in targets if t is not None}):
+    judge reads it (``Oracle.predict(..., targets=...)``); one pass per target group."""
+    pred = {a: torch.empty(len(images), dtype=torch.long) for a in LABEL_ATTRIBUTES}
+    for t in set(targets):
         i = torch.tensor([u == t for u in targets])
-        pred[t[0]][i] = oracle.predict(images[i], refs[i], targets=[t])[t[0]]
+        for a, p in oracle.predict(images[i], refs[i], targets=[t] if t else ()).items():
+            pred[a][i] = p
     return pred
 
 
@@ -186,9 +187,9 @@ def make_calibration_set(
 def calibrate(builder: object, c: object) -> dict:
     """The build's ``calibrate`` stage: the stage-one oracle (with ``c.calib_relative``: given a view of each image's
     difference from the reconstruction of its face, ``Oracle.with_reference``, and the edit loss) fine-tuned on a
-    calibration set made from the train
-    latents (and the mapper runs under ``<work>/<c.calibration_runs>/fit``); agreement with the rule measured on
-    held-out faces (test latents) and held-out runs (``.../heldout``). Writes ``oracle_calibrated.pt``."""
+    calibration set made from the train latents (and the mapper runs under ``<work>/<c.calibration_runs>/fit``);
+    agreement with the rule measured on held-out faces (test latents) and held-out runs (``.../heldout``). Writes
+    ``oracle_calibrated.pt``."""
     from src.toyworld.calibration import agreement
     from src.toyworld.oracle import Oracle
     from src.toyworld.oracle_training import evaluate_oracle, finetune_oracle
@@ -225,7 +226,7 @@ def calibrate(builder: object, c: object) -> dict:
     if c.calib_relative:
         oracle = oracle.with_reference()
     # each image is read beside the reconstruction of its face, as the judge reads an edit
-    ref_fit = references(gen, lat["train"].float(), fit.faces)
+    ref_fit = references(gen, lat["train"].float(), fit.faces) if c.calib_relative else None
     ref_held = references(gen, lat["test"].float(), held.faces).float() / 127.5 - 1.0
     x_held = held.float_images()
     before = agreement(read_edits(oracle, x_held, ref_held, held.targets), held.labels, held.targets)

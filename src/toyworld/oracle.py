@@ -121,14 +121,15 @@ class Oracle(nn.Module):
         reference: torch.Tensor | None = None,
         batch: int = 512,
         targets: Sequence[tuple[str, str]] = (),
+        source: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Predicted value index per attribute (LongTensor (N,), index into SCHEMA[attr].values). Edits of a
         ``relative`` oracle, read beside the faces they edit (``reference``), read each of their ``targets``
-        (attribute, value) by ``reads_target``."""
+        (attribute, value) by ``reads_target``; ``source``: the reading of ``reference`` when the caller has it."""
         logits = self.logits(images, reference, batch)
         pred = self.read(logits)
-        if self.relative and reference is not None:
-            src = self.read(self.logits(reference, batch=batch)) if targets else {}
+        if self.relative and reference is not None and targets:
+            src = source if source is not None else self.read(self.logits(reference, batch=batch))
             for attribute, value in targets:
                 k = SCHEMA[attribute].index(value)
                 hit = self.reads_target(logits, src[attribute], attribute, value)
