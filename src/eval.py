@@ -3,7 +3,8 @@
 Rebuilds the run's models from the config stored in the checkpoint, edits the domain's test latents and prints
 the metrics as JSON (saved with a source | edited grid in the eval run dir). ``prompts='[text,...]'`` evaluates
 other texts too: any text with a multi-prompt checkpoint (prompt=multi), judged on toyfaces by the values the
-text names (composed prompts judge each named value; src.evaluation.toyfaces_composed).
+text names (composed prompts judge each named value; src.evaluation.toyfaces_composed). Without ``prompts`` it
+judges what the run's final evaluation judged (its ``eval_prompts``), so a re-judged run matches its training.
 """
 
 from __future__ import annotations
@@ -61,7 +62,10 @@ def run_eval(cfg: DictConfig) -> dict[str, Any]:
     latents = dm.splits["test"]
     device = "cuda" if cfg.get("device") == "cuda" and torch.cuda.is_available() else "cpu"
     module.to(device)
+    # default: the texts the run's own final evaluation judged (experiment=toyfaces_multi's eval_prompts)
     prompts = cfg.get("prompts")
+    if prompts is None:
+        prompts = run_cfg.get("eval_prompts")
     metrics = evaluate(
         module, run_cfg, latents, cfg.paths.output_dir, cfg.grid_images, cfg.batch_size, prompts=prompts
     )

@@ -14,6 +14,8 @@ from src.utils.dicts import flatten
 # config keys that never define a configuration (book-keeping, or the prompt/seed axes)
 IGNORED = ("hydra", "paths", "logger", "callbacks", "experiment", "hparams_search", "debug", "seed", "prompt",
            "tags", "task_name", "ckpt_path", "eval_after_fit", "optimized_metric", "objective")  # fmt: skip
+# settings that name a prompt's judge target rather than a configuration (prompt=custom's +domain.edits.<name>)
+IGNORED_PREFIXES = ("domain.edits.",)
 # the full method of the paper's ablation axes
 REFERENCE = {"loss": "clip_nce", "aug": "perspective", "model": "cfclip", "identity": "on"}
 # settings shown as a term switched on / off under a short name (weight 0 or no such term: off)
@@ -63,9 +65,14 @@ def read_job(job_dir: str) -> dict[str, Any]:
         settings[key] = value
     job: dict[str, Any] = {
         "job": job_dir,
-        "prompt": settings.get("prompt") or (cfg.get("prompt") or {}).get("name"),
+        # prompt=custom names its text by prompt.name; a listed prompt's name is its config's
+        "prompt": (cfg.get("prompt") or {}).get("name") or settings.get("prompt"),
         "seed": settings.get("seed", cfg.get("seed")),
-        "settings": {k: v for k, v in settings.items() if k.split(".")[0] not in IGNORED},
+        "settings": {
+            k: v
+            for k, v in settings.items()
+            if k.split(".")[0] not in IGNORED and not k.startswith(IGNORED_PREFIXES)
+        },
         "cfg": cfg,
         "status": "ok",
         "metrics": {},

@@ -108,6 +108,29 @@ def test_evaluate_seen_and_unseen_texts(multi_ckpt, tmp_path):
     assert 0.01 < new["text_residual"] <= 1.0 and new["nearest_trained_cos"] < 1.0 - 1e-4
 
 
+def test_eval_judges_the_runs_eval_prompts_by_default(monkeypatch, tmp_path):
+    """``python -m src.eval ckpt=...`` without ``prompts`` re-judges what the run's final evaluation judged."""
+    from omegaconf import OmegaConf
+
+    import src.eval as ev
+
+    class Data:
+        num_test, splits = 1, {"test": torch.zeros(1, 8, 64)}
+
+        def setup(self, stage):
+            pass
+
+    asked = []
+    run_cfg = OmegaConf.create({"eval_prompts": ["face with blue lipstick"]})
+    monkeypatch.setattr(ev, "load_run", lambda path: (torch.nn.Linear(1, 1), run_cfg, Data()))
+    monkeypatch.setattr(ev, "evaluate", lambda *a, prompts=None, **k: asked.append(prompts) or {})
+    cfg = {"ckpt": "last.ckpt", "num_test": None, "device": "cpu", "grid_images": 2, "batch_size": 4}
+    cfg["paths"] = {"output_dir": str(tmp_path)}
+    ev.run_eval(OmegaConf.create({**cfg, "prompts": None}))
+    ev.run_eval(OmegaConf.create({**cfg, "prompts": ["blue eyes"]}))
+    assert [list(p) for p in asked] == [["face with blue lipstick"], ["blue eyes"]]
+
+
 def test_one_prompt_checkpoint_refuses_other_texts(tmp_path):
     from src.edit import apply_edits, load_editors
     from src.train import train

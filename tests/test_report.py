@@ -115,6 +115,22 @@ def test_report_numbers_failed_runs_and_claims(synthetic_sweep, tmp_path):
     }
 
 
+def test_custom_prompts_are_rows_named_by_prompt_name(tmp_path):
+    """prompt=custom jobs are reported under their prompt.name, and their +domain.edits.<name> (the judge's
+    target for the text) is not a configuration axis."""
+    from src.report_jobs import gather
+
+    root = tmp_path / "sweep"
+    for num, (name, value) in enumerate([("blue_lipstick", "blue"), ("black_lipstick", "black")]):
+        over = ["prompt=custom", f"prompt.name={name}", f"+domain.edits.{name}=[lip_color,{value}]", "seed=0"]
+        make_job(root, num, over, {"prompt": name, "n": 8, "faithful_rate": 0.5})
+        (root / str(num) / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"prompt": {"name": name}}))
+    make_job(root, 2, ["prompt=elf_ears", "seed=0"], {"prompt": "elf_ears", "n": 8, "faithful_rate": 0.0})
+    jobs, varying = gather([str(root)])
+    assert sorted(j["prompt"] for j in jobs) == ["black_lipstick", "blue_lipstick", "elf_ears"]
+    assert varying == [] and all(j["settings"] == {} for j in jobs), [j["settings"] for j in jobs]
+
+
 def test_report_of_nothing_is_a_clear_error(tmp_path):
     res = subprocess.run(
         [sys.executable, "-m", "src.report", str(tmp_path)], cwd=ROOT, capture_output=True, text=True
