@@ -259,6 +259,18 @@ def test_tune_rates_parse_and_bad_keys_fail_early():
         train_autoencoder(1, 2, tune_steps=1, tune_rates={"ears:square": 0.5}, pool_size=4, progress=False)
 
 
+def test_build_settings_parse_as_their_field_types():
+    from src.toyworld.build import BuildConfig, apply_settings
+
+    cfg = apply_settings(BuildConfig(), ["calib_relative=false", "oracle_width=32", "clip_lr=0.5"])
+    assert cfg.calib_relative is False and cfg.oracle_width == 32 and cfg.clip_lr == 0.5
+    assert apply_settings(BuildConfig(), ["calib_relative=true"]).calib_relative is True
+    for bad, match in (("nope=1", "unknown build setting"), ("calib_relative=maybe", "true or false"),
+                       ("oracle_width=wide", "is a int")):  # fmt: skip
+        with pytest.raises(ValueError, match=match):
+            apply_settings(BuildConfig(), [bad])
+
+
 def test_autoencoder_lr_phases_main_tune_then_polish_to_zero():
     from src.toyworld.training import autoencoder_lr
 

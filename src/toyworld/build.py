@@ -39,6 +39,7 @@ class BuildConfig:
     seed: int = 0
     oracle_steps: int = 1500
     oracle_batch: int = 128
+    oracle_width: int = 16  # channels of the oracle's first conv (it doubles per stage; docs/judge.md "v6")
     pool_size: int = 8192  # pre-rendered images each training loop samples from (refreshed as it goes)
     clip_steps: int = 2000
     clip_batch: int = 128
@@ -152,6 +153,7 @@ class Builder:
             c.oracle_steps,
             c.oracle_batch,
             seed=c.seed,
+            width=c.oracle_width,
             progress=self.progress,
             eval_size=max(c.report_size, 8),
             pool_size=c.pool_size,
@@ -315,6 +317,26 @@ class Builder:
             self.log(f"[{stage}] finished in {t[stage]:.0f}s")
 
 
+def apply_settings(cfg: BuildConfig, items: list[str]) -> BuildConfig:
+    """``KEY=VALUE`` overrides of BuildConfig fields, each parsed as its field's type (bools as true/false)."""
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    for kv in items:
+        key, _, value = kv.partition("=")
+        if key not in fields:
+            raise ValueError(f"unknown build setting {key!r}")
+        kind = type(getattr(cfg, key))
+        if kind is bool:
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(f"build setting {key} is true or false, got {value!r}")
+            setattr(cfg, key, value.lower() in ("true", "1"))
+        else:
+            try:
+                setattr(cfg, key, kind(value))
+            except ValueError:
+                raise ValueError(f"build setting {key} is a {kind.__name__}, got {value!r}") from None
+    return cfg
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="every stage for a few steps (seconds)")
@@ -332,12 +354,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override BuildConfig fields")
     args = p.parse_args(argv)
     cfg = BuildConfig.smoke() if args.smoke else BuildConfig()
-    for kv in args.set:
-        key, _, value = kv.partition("=")
-        field = {f.name: f for f in dataclasses.fields(cfg)}.get(key)
-        if field is None:
-            p.error(f"unknown build setting {key!r}")
-        setattr(cfg, key, type(getattr(cfg, key))(value))
+    try:
+        apply_settings(cfg, args.set)
+    except ValueError as e:
+        p.error(str(e))
     stages = tuple(s for s in args.stages.split(",") if s)
     unknown = set(stages) - set(STAGES)
     if unknown:
