@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Re-judge finished runs with the shipped toyfaces judge (same checkpoints, new oracle/ceilings): for every
 # <root>/**/checkpoints/last.ckpt, keep the previous <job>/eval/eval.json as eval_<TAG>.json and run src.eval into
-# <job>/eval. Resumable (a job whose eval/.rejudged-<TAG> exists is skipped); SHARD=k/n runs every n-th job.
+# <job>/eval (a multi-prompt run: its trained texts and its eval_prompts, as its final evaluation judged them).
+# Resumable (a job whose eval/.rejudged-<TAG> exists is skipped); SHARD=k/n runs every n-th job.
 #
 #   TAG=v4 SHARD=0/2 bash scripts/rejudge.sh multirun/ablation_toyfaces multirun/toyfaces_prompts
 set -euo pipefail
