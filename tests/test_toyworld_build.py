@@ -74,7 +74,8 @@ def test_assets_load_through_the_common_model_code(smoke_assets):
     x = gen.synthesis(w)
     assert x.shape == (2, 3, 64, 64) and inv(x).shape == w.shape
     assert clip.encode_image(x).shape == (2, clip.embed_dim)
-    assert assets.load_oracle(str(smoke_assets)).predict(x)["ears"].shape == (2,)
+    oracle = assets.load_oracle(str(smoke_assets))  # the smoke build's calib_ensemble="8": two members
+    assert len(oracle.members) == 2 and oracle.predict(x)["ears"].shape == (2,)
     assert assets.load_sampler(str(smoke_assets)).sample(3).shape == (3, gen.n_latent, gen.style_dim)
     ident = assets.load_identity(str(smoke_assets))
     assert ident(x).shape == (2, ident.dim) and not any(p.requires_grad for p in ident.parameters())
@@ -242,6 +243,13 @@ def test_from_assets_rebuilds_only_the_later_stages(smoke_assets, tmp_path):
         "identity.pt",
     ):
         assert assets.sha256(out / name) == assets.sha256(smoke_assets / name), name
+    # re-calibrating an unpacked ensemble fine-tunes its members again; it does not add more
+    assert (
+        build_main(["--smoke", "--work", str(work), "--out", str(out), "--stages", "calibrate", "--force"])
+        == 0
+    )
+    state = torch.load(work / "oracle_calibrated.pt", weights_only=True)["state_dict"]
+    assert {k.split(".")[1] for k in state if k.startswith("members.")} == {"0", "1"}
 
 
 def test_tune_rates_parse_and_bad_keys_fail_early():

@@ -162,3 +162,34 @@ def test_the_edit_loss_trains_the_target_against_the_source_value():
     assert g[:, lips.index("brown")].abs().max() == 0
     none = torch.full((2, 3), -1)
     assert _edit_loss(out, y, None, none).item() == 0.0
+
+
+def test_an_ensemble_reads_the_mean_of_its_members_log_probabilities_and_round_trips():
+    """``OracleEnsemble``: per head the mean log-probability of its members (mean valid logit), one relative
+    member reads the reference, its state dict loads back as the ensemble, mixed side heads are refused."""
+    import pytest
+
+    from src.toyworld.oracle import OracleEnsemble
+
+    torch.manual_seed(0)
+    a, b = Oracle(8).eval(), Oracle(4, relative=True).eval()
+    ens = OracleEnsemble([a, b]).eval()
+    x = render_batch([Attributes(), Attributes(lip_color="blue")], [0, 1])
+    ref = render_batch([Attributes()] * 2, [0, 1])
+    with torch.no_grad():
+        out, oa, ob = ens(x, ref), a(x), b(x, ref)
+        assert ens.relative and ens.sided
+        want = (oa["lip_color"].log_softmax(1) + ob["lip_color"].log_softmax(1)) / 2
+        assert torch.allclose(out["lip_color"], want, atol=1e-6)
+        assert torch.allclose(out["valid"], (oa["valid"] + ob["valid"]) / 2, atol=1e-6)
+        assert not torch.allclose(
+            ens(x)["lip_color"], out["lip_color"]
+        )  # the relative member saw the reference
+        assert torch.equal(ens.features(x), a.features(x))
+    loaded = Oracle.from_state(ens.state_dict())
+    assert isinstance(loaded, OracleEnsemble) and len(loaded.members) == 2
+    for k, v in ens.predict(x, ref, targets=[("lip_color", "blue")]).items():
+        assert torch.equal(loaded.predict(x, ref, targets=[("lip_color", "blue")])[k], v), k
+    assert all(m.relative for m in OracleEnsemble([a, Oracle(4)]).with_reference().members)
+    with pytest.raises(ValueError, match="all sided"):
+        OracleEnsemble([a, Oracle(4, sided=False)])

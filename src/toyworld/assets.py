@@ -229,7 +229,8 @@ def export(work: Path, out: Path, cfg: Any, build_command: str) -> None:
         calibrated if calibrated.is_file() else work / "oracle.pt", map_location="cpu", weights_only=True
     )
     state = _fp16(oracle["state_dict"])
-    state["width"] = torch.tensor(oracle["state_dict"]["body.0.weight"].shape[0])
+    if "body.0.weight" in state:  # an ensemble's members carry their own widths in their weights
+        state["width"] = torch.tensor(oracle["state_dict"]["body.0.weight"].shape[0])
     torch.save(state, out / "oracle.pt")
     identity = torch.load(work / "identity.pt", map_location="cpu", weights_only=True)
     state = _fp16(identity["state_dict"])

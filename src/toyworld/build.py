@@ -77,6 +77,9 @@ class BuildConfig:
     # True: the relative oracle (reads each edit beside its reconstruction, edit loss; docs/judge.md "v5"), not
     # shipped: it reads an ideal pointed-ear render as round on 1 of 6 test faces
     calib_relative: bool = False
+    # widths of more stage-one oracles (trained into <work>/oracle_w<width>.pt) calibrated beside oracle.pt and read
+    # with it as one (OracleEnsemble), e.g. "32"; empty: the one oracle (docs/judge.md "v5 + v6")
+    calib_ensemble: str = ""
     ceiling_faces: int = 64  # test faces per counterfactual value for the ideal-edit ceilings
     # the identity net (src.toyworld.identity), the toy ArcFace of the identity loss
     identity_steps: int = 500
@@ -105,6 +108,7 @@ class BuildConfig:
             calib_faces=3,
             calib_heldout_faces=2,
             calib_steps=2,
+            calib_ensemble="8",
             ceiling_faces=2,
             identity_steps=2,
             identity_batch=4,
@@ -146,19 +150,11 @@ class Builder:
 
     # ---- stages -----------------------------------------------------------------------------------------
     def stage_oracle(self) -> None:
-        from src.toyworld.oracle_training import train_oracle
+        from src.toyworld.oracle_training import stage_one
 
-        c = self.cfg
-        model, metrics = train_oracle(
-            c.oracle_steps,
-            c.oracle_batch,
-            seed=c.seed,
-            width=c.oracle_width,
-            progress=self.progress,
-            eval_size=max(c.report_size, 8),
-            pool_size=c.pool_size,
-        )
-        torch.save({"state_dict": model.state_dict(), "metrics": metrics}, self.path("oracle.pt"))
+        stage_one(self.cfg, self.cfg.oracle_width, self.path("oracle.pt"), self.progress, reuse=False)
+        for stale in self.work.glob("oracle_w*.pt"):  # calib_ensemble's members are retrained with it
+            stale.unlink()
 
     def stage_clip(self) -> None:
         from src.models.clip import clip_preprocess

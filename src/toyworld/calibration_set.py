@@ -188,11 +188,12 @@ def calibrate(builder: object, c: object) -> dict:
     """The build's ``calibrate`` stage: the stage-one oracle (with ``c.calib_relative``: given a view of each image's
     difference from the reconstruction of its face, ``Oracle.with_reference``, and the edit loss) fine-tuned on a
     calibration set made from the train latents (and the mapper runs under ``<work>/<c.calibration_runs>/fit``);
-    agreement with the rule measured on held-out faces (test latents) and held-out runs (``.../heldout``). Writes
-    ``oracle_calibrated.pt``."""
+    agreement with the rule measured on held-out faces (test latents) and held-out runs (``.../heldout``). With
+    ``c.calib_ensemble``, oracles of more widths are fine-tuned the same way and read as one (``OracleEnsemble``).
+    Writes ``oracle_calibrated.pt``."""
     from src.toyworld.calibration import agreement
-    from src.toyworld.oracle import Oracle
-    from src.toyworld.oracle_training import evaluate_oracle, finetune_oracle
+    from src.toyworld.oracle import Oracle, OracleEnsemble
+    from src.toyworld.oracle_training import evaluate_oracle, finetune_oracle, stage_one
 
     work, log = builder.work, builder.log
     gen, inv = builder.load_autoencoder()
@@ -221,21 +222,31 @@ def calibrate(builder: object, c: object) -> dict:
             )  # fmt: skip
         fit, held = made["fit"], made["heldout"]
         torch.save({"fit": fit.state(), "heldout": held.state(), "key": key}, cache)
-    ostate = torch.load(work / "oracle.pt", map_location="cpu", weights_only=True)["state_dict"]
-    oracle = Oracle.from_state(ostate)
+    first = Oracle.from_state(
+        torch.load(work / "oracle.pt", map_location="cpu", weights_only=True)["state_dict"]
+    )
+    members = [first]
+    if isinstance(first, OracleEnsemble):  # unpacked from ensemble assets (--from-assets): its members
+        members = list(first.members)
+    else:
+        for width in [int(w) for w in c.calib_ensemble.split(",") if w.strip()]:
+            log(f"[calibrate] ensemble member: stage-one oracle of width {width}")
+            members.append(stage_one(c, width, work / f"oracle_w{width}.pt", builder.progress))
     if c.calib_relative:
-        oracle = oracle.with_reference()
+        members = [m.with_reference() for m in members]
+    oracle = members[0] if len(members) == 1 else OracleEnsemble(members)
     # each image is read beside the reconstruction of its face, as the judge reads an edit
     ref_fit = references(gen, lat["train"].float(), fit.faces) if c.calib_relative else None
     ref_held = references(gen, lat["test"].float(), held.faces).float() / 127.5 - 1.0
     x_held = held.float_images()
     before = agreement(read_edits(oracle, x_held, ref_held, held.targets), held.labels, held.targets)
     log(f"[calibrate] stage-one oracle vs rule on held-out edits: {before['target']}")
-    finetune_oracle(oracle, fit.images, fit.labels, c.calib_steps, c.oracle_batch, seed=c.seed + 33,
-                    pool_size=min(c.pool_size, 4096), progress=builder.progress,
-                    side_labels=fit.side_labels, references=ref_fit, edits=edit_codes(fit.targets, [
-                        Attributes.decode(lat["train_labels"][i].numpy()) for i in fit.faces])
-                    if c.calib_relative else None)  # fmt: skip
+    edits = edit_codes(fit.targets, [Attributes.decode(lat["train_labels"][i].numpy()) for i in fit.faces])
+    for member in members:  # each fine-tuned as it would be alone
+        finetune_oracle(member, fit.images, fit.labels, c.calib_steps, c.oracle_batch, seed=c.seed + 33,
+                        pool_size=min(c.pool_size, 4096), progress=builder.progress, side_labels=fit.side_labels,
+                        references=ref_fit, edits=edits if c.calib_relative else None)  # fmt: skip
+    oracle.eval()
     pred = read_edits(oracle, x_held, ref_held, held.targets)
     absolute = agreement(oracle.predict(x_held, ref_held), held.labels, held.targets)
     after = agreement(pred, held.labels, held.targets)

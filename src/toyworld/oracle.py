@@ -57,7 +57,14 @@ class Oracle(nn.Module):
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor]) -> Oracle:
         """An oracle in eval mode from its state dict (any float dtype); one saved before side heads existed reads
-        pairs whole."""
+        pairs whole; an ``OracleEnsemble``'s (keys ``members.<i>.*``) gives the ensemble."""
+        if any(k.startswith("members.") for k in state):
+            parts: dict[int, dict[str, torch.Tensor]] = {}
+            for k, v in state.items():
+                if k.startswith("members."):
+                    i, _, rest = k[len("members.") :].partition(".")
+                    parts.setdefault(int(i), {})[rest] = v
+            return OracleEnsemble([Oracle.from_state(parts[i]) for i in sorted(parts)]).eval()
         conv = state["body.0.weight"]
         model = cls(
             conv.shape[0], any(k.startswith("side_heads.") for k in state), relative=conv.shape[1] == 6
@@ -165,6 +172,33 @@ class Oracle(nn.Module):
         )
         out.load_state_dict(state)
         return out.train(self.training)
+
+
+class OracleEnsemble(Oracle):
+    """Oracles read as one: per head the mean of their log-probabilities (the mean 'valid' logit), so a value is
+    read where the members agree on it on balance; each relative member reads the reference, the others ignore
+    it. ``features`` (KID) are the first member's. Built by the calibrate stage (``calib_ensemble``)."""
+
+    def __init__(self, members: Sequence[Oracle]) -> None:
+        nn.Module.__init__(self)
+        if not members or len({m.sided for m in members}) != 1:
+            raise ValueError("an oracle ensemble needs one or more members, all sided or all not")
+        self.members = nn.ModuleList(members)
+        self.relative = any(m.relative for m in members)
+        self.sided = members[0].sided
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.members[0].features(images)
+
+    def forward(self, images: torch.Tensor, reference: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        outs = [m(images, reference) for m in self.members]
+        return {
+            k: torch.stack([o[k] if k == "valid" else o[k].log_softmax(1) for o in outs]).mean(0)
+            for k in outs[0]
+        }
+
+    def with_reference(self) -> OracleEnsemble:
+        return OracleEnsemble([m.with_reference() for m in self.members]).train(self.training)
 
 
 def _pool(h: torch.Tensor) -> torch.Tensor:

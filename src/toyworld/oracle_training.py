@@ -6,6 +6,7 @@ mapper's loss.
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -171,6 +172,17 @@ def train_oracle(
     if progress:
         print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
     return model, metrics
+
+
+def stage_one(c: object, width: int, path: Path, progress: bool = True, reuse: bool = True) -> Oracle:
+    """The build's stage-one oracle of ``width`` (``BuildConfig`` ``c``): loaded from ``path`` when it is there
+    (and ``reuse``), else trained on renders and saved there with its held-out metrics."""
+    if reuse and path.is_file():
+        return Oracle.from_state(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
+    model, metrics = train_oracle(c.oracle_steps, c.oracle_batch, seed=c.seed, width=width, progress=progress,
+                                  eval_size=max(c.report_size, 8), pool_size=c.pool_size)  # fmt: skip
+    torch.save({"state_dict": model.state_dict(), "metrics": metrics}, path)
+    return model
 
 
 def region_stats(image: np.ndarray, masks: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
