@@ -1,5 +1,6 @@
-"""src.models.real: CLIP from an OpenAI-format TorchScript archive read without running it, open_clip's local
-caches, and the real generators' file search (first file found, clear message naming every accepted file)."""
+"""src.models.real and src.models.torchscript: CLIP from an OpenAI-format TorchScript archive read without running
+it, open_clip's local caches, and the real generators' file search (first file found, clear message naming every
+accepted file)."""
 
 from __future__ import annotations
 
@@ -17,13 +18,8 @@ from torch import nn
 
 from src.models.clip import register_model_config
 from src.models.factory import clip_model_config
-from src.models.real import (
-    clip_cache_candidates,
-    find_clip_weights,
-    read_torchscript_state_dict,
-    real_clip,
-    real_generator,
-)
+from src.models.real import clip_cache_candidates, find_clip_weights, real_clip, real_generator
+from src.models.torchscript import read_torchscript_state_dict
 from src.models.weights import WeightsError
 
 NAME = "cfclip-test-openai-tiny"  # the tiny CLIP architecture registered under its own name
