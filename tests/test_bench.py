@@ -174,7 +174,7 @@ def test_styled_conv_epilogue_equals_reference_order() -> None:
     """conv -> * demod -> + noise -> + bias -> lrelu * sqrt(2), as rosinality, in value and gradient."""
     import torch
 
-    from src.models.stylegan2 import StyledConv
+    from src.models.stylegan2_blocks import StyledConv
 
     torch.manual_seed(0)
     for upsample in (False, True):

@@ -8,7 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from src.models.stylegan2 import Generator, ModulatedConv2d
+from src.models.stylegan2 import Generator
+from src.models.stylegan2_blocks import ModulatedConv2d
 from src.models.upfirdn import Upsample, make_kernel, upfirdn2d
 
 TINY = dict(size=32, style_dim=64, n_mlp=2, channel_max=64)  # L = 8 style layers, 7 noise maps
