@@ -421,3 +421,14 @@ def test_rejudge_keeps_the_previous_verdicts_resumes_and_shards(tmp_path):
         assert (job / "eval" / "eval_v0.json").read_text() == "old"
         assert (job / "eval" / "eval.json").read_text().strip() == "new"
     assert run("0/1").count("[rejudge]") == 0
+
+
+def test_a_new_stage_one_oracle_drops_the_ensemble_members_of_the_old_one(tmp_path):
+    """calib_ensemble's extra stage-one oracles (<work>/oracle_w<width>.pt) are retrained after the oracle stage."""
+    from src.toyworld.build import BuildConfig, Builder
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "oracle_w8.pt").write_bytes(b"stale")
+    Builder(BuildConfig.smoke(), work, tmp_path / "out", progress=False).run(("oracle",), force=True)
+    assert (work / "oracle.pt").is_file() and not (work / "oracle_w8.pt").exists()
