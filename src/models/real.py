@@ -4,10 +4,11 @@ Each function resolves its files with ``find_weights`` before building anything,
 milliseconds with the registry's message (which file, every place searched, where to put it, where it comes
 from) instead of after a 1024px generator or a ViT has been initialised.
 
-CLIP weights: an OpenAI ``ViT-B-32.pt`` TorchScript archive is read by ``read_torchscript_state_dict`` (``src.models.torchscript``), a
-restricted unpickler that rebuilds tensors only (``torch.jit.load`` would compile and could run the archive's
-code); open_clip / safetensors files load through open_clip with ``weights_only``. The open_clip caches
-(``~/.cache/clip`` for OpenAI URLs, the Hugging Face hub cache) are read locally, never downloaded from.
+CLIP weights: an OpenAI ``ViT-B-32.pt`` TorchScript archive is read by ``read_torchscript_state_dict``
+(``src.models.torchscript``), a restricted unpickler that rebuilds tensors only (``torch.jit.load`` would compile
+and could run the archive's code); open_clip / safetensors files load through open_clip with ``weights_only``.
+The open_clip caches (``~/.cache/clip`` for OpenAI URLs, the Hugging Face hub cache) are read locally, never
+downloaded from.
 """
 
 from __future__ import annotations

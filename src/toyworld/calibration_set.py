@@ -241,11 +241,15 @@ def calibrate(builder: object, c: object) -> dict:
     x_held = held.float_images()
     before = agreement(read_edits(oracle, x_held, ref_held, held.targets), held.labels, held.targets)
     log(f"[calibrate] stage-one oracle vs rule on held-out edits: {before['target']}")
-    edits = edit_codes(fit.targets, [Attributes.decode(lat["train_labels"][i].numpy()) for i in fit.faces])
+    edits = None  # the edit loss's (attribute, target, source value) codes, for the relative oracle only
+    if c.calib_relative:
+        edits = edit_codes(
+            fit.targets, [Attributes.decode(lat["train_labels"][i].numpy()) for i in fit.faces]
+        )
     for member in members:  # each fine-tuned as it would be alone
         finetune_oracle(member, fit.images, fit.labels, c.calib_steps, c.oracle_batch, seed=c.seed + 33,
                         pool_size=min(c.pool_size, 4096), progress=builder.progress, side_labels=fit.side_labels,
-                        references=ref_fit, edits=edits if c.calib_relative else None)  # fmt: skip
+                        references=ref_fit, edits=edits)  # fmt: skip
     oracle.eval()
     pred = read_edits(oracle, x_held, ref_held, held.targets)
     absolute = agreement(oracle.predict(x_held, ref_held), held.labels, held.targets)

@@ -2,12 +2,12 @@
 
 All three are Lightning callbacks listed in ``conf/callbacks/default.yaml``:
 
-- :class:`~src.utils.resume.ExactResume` (in ``src.utils.resume``) makes ``ckpt_path=...`` continue exactly like the uninterrupted run: Lightning restores
-  weights, optimizer, schedulers and step counters but neither the RNG streams (augmentation draws) nor the
-  position inside a shuffled epoch. The callback stores the torch / CUDA / numpy / python RNG states after every
-  training step in the checkpoint and re-applies them before the next step (so validation and image grids never
-  shift the training stream), and shuffles with a permutation that depends only on ``(seed, pass)`` and can skip
-  the batches an interrupted epoch had already used.
+- :class:`~src.utils.resume.ExactResume` (in ``src.utils.resume``) makes ``ckpt_path=...`` continue exactly like
+  the uninterrupted run: Lightning restores weights, optimizer, schedulers and step counters but neither the RNG
+  streams (augmentation draws) nor the position inside a shuffled epoch. The callback stores the torch / CUDA /
+  numpy / python RNG states after every training step in the checkpoint and re-applies them before the next step
+  (so validation and image grids never shift the training stream), and shuffles with a permutation that depends
+  only on ``(seed, pass)`` and can skip the batches an interrupted epoch had already used.
 - :class:`NaNGuard` skips the optimizer step when the loss or a gradient is not finite, names the loss term, and
   aborts after ``patience`` such steps in a row (:class:`~src.utils.errors.TrainingDiverged`). Cost: one
   ``isfinite`` host sync per optimizer step (loss and gradient norm checked together).
