@@ -13,6 +13,8 @@
 # SHARD=k/n: do only every n-th run, from the k-th (0-based); start n processes, k = 0..n-1, to use n cores.
 # EXTRA: fitting runs per value beyond the first (0-3; default 0: 8 fitting runs and 10 held out; EXTRA=3, the
 # shipped calibration: 8 + 24 fitting runs, every value fitted on 4 (loss, augmentation) pairs).
+# RECIPE=1: also one default-recipe fitting run per value (seed 2000 + value, 400 steps, a checkpoint every 100;
+# .../fit/recipe_<attribute>_<value>), the kind of edit the judge mostly judges. Default 0.
 set -euo pipefail
 WORK=${1:-build/toyfaces}
 EXTRA=${EXTRA:-0}
@@ -24,7 +26,9 @@ VALS=("ears pointed|face with elf ears" "eyebrow_color purple|face with purple e
   "style neon|face with cyberpunk style")
 LOSSES=(clip_nce directional global)
 AUGS=(perspective affine crop none)
+RECIPE=${RECIPE:-0}
 [[ "$EXTRA" =~ ^[0-3]$ ]] || { echo "EXTRA must be 0-3, got $EXTRA" >&2; exit 2; }
+[[ "$RECIPE" =~ ^[01]$ ]] || { echo "RECIPE must be 0 or 1, got $RECIPE" >&2; exit 2; }
 SHARD=${SHARD:-0/1}
 [[ "$SHARD" =~ ^([0-9]+)/([1-9][0-9]*)$ ]] && [ "${BASH_REMATCH[1]}" -lt "${BASH_REMATCH[2]}" ] || {
   echo "SHARD must be k/n with 0 <= k < n, got $SHARD" >&2; exit 2; }
@@ -59,3 +63,9 @@ done
 # the default recipe's own edits (what the judge mostly judges), held out
 one_run "$WORK/calibration_runs/heldout/recipe_elf_ears" 42 400 100 "face with elf ears" ears pointed
 one_run "$WORK/calibration_runs/heldout/recipe_blue_lipstick" 42 400 100 "face with blue lipstick" lip_color blue
+if [ "$RECIPE" = 1 ]; then
+  for v in $(seq 0 7); do
+    spec=${VALS[$v]}; text=${spec#*|}; av=${spec%|*}; attr=${av% *}; val=${av#* }
+    one_run "$WORK/calibration_runs/fit/recipe_${attr}_$val" $((2000 + v)) 400 100 "$text" "$attr" "$val"
+  done
+fi

@@ -61,7 +61,10 @@ def test_smoke_build_writes_every_asset_with_a_manifest(smoke_assets):
         assert assets.sha256(smoke_assets / name) == entry["sha256"]
         if name.endswith(".pt"):
             torch.load(smoke_assets / name, weights_only=True)  # no pickled code anywhere
-    assert REPORT_KEYS <= set(json.loads((smoke_assets / "report.json").read_text()))
+    report = json.loads((smoke_assets / "report.json").read_text())
+    assert REPORT_KEYS <= set(report)
+    # every stage's time, the report's own included (the report stage writes them before it has finished)
+    assert {"oracle", "calibrate", "report"} <= set(report["build_seconds"])
 
 
 def test_assets_load_through_the_common_model_code(smoke_assets):
@@ -391,6 +394,17 @@ def test_calibration_run_plan_fits_each_value_on_other_pairs_than_its_heldout_ru
         assert len(pairs) == 4 and len(set(pairs)) == 4, target
         assert not set(pairs) & {p for p in held[target] if p}, target
     assert held["ears:pointed"].count(()) == 1 and held["lip_color:blue"].count(()) == 1  # recipe runs
+    env["RECIPE"] = "1"  # plus one default-recipe fitting run per value, on its own seed
+    plan = subprocess.run(["bash", "scripts/calibration_runs.sh", str(tmp_path)], env=env, capture_output=True,
+                          text=True, check=True).stdout.splitlines()  # fmt: skip
+    recipe = [line.split() for line in plan if "/fit/recipe_" in line]
+    assert len(plan) == 50 and sorted(r[2] for r in recipe) == sorted(fit)
+    assert all(r[4] == "steps=400" and r[5:] == [] for r in recipe) and len({r[3] for r in recipe}) == 8
+    env["RECIPE"] = "2"
+    bad = subprocess.run(
+        ["bash", "scripts/calibration_runs.sh", str(tmp_path)], env=env, capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "RECIPE must be 0 or 1" in bad.stderr
 
 
 def test_rejudge_keeps_the_previous_verdicts_resumes_and_shards(tmp_path):

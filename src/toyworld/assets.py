@@ -256,6 +256,8 @@ def export(work: Path, out: Path, cfg: Any, build_command: str) -> None:
         report = json.loads((work / "report.json").read_text())
         # the identity net's held-out verification: its own stage measures it, the shipped report carries it
         report["identity_verification"] = identity["metrics"]
+        if (work / "timings.json").is_file():  # the report stage wrote its times before its own had finished
+            report["build_seconds"] = json.loads((work / "timings.json").read_text())
         (out / "report.json").write_text(json.dumps(report, indent=2))
     elif (out / "report.json").is_file():
         (out / "report.json").unlink()  # never ship the report of other weights

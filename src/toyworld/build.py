@@ -74,12 +74,12 @@ class BuildConfig:
     )
     calib_heldout_faces: int = 64  # random test faces per source of the held-out agreement set
     calib_steps: int = 3000
-    # True: the relative oracle (reads each edit beside its reconstruction, edit loss; docs/judge.md "v5"), not
-    # shipped: it reads an ideal pointed-ear render as round on 1 of 6 test faces
-    calib_relative: bool = False
+    # the relative oracle: reads each edit beside its reconstruction, trained with the edit loss (docs/judge.md "v5");
+    # false: the v4 oracle (image only)
+    calib_relative: bool = True
     # widths of more stage-one oracles (trained into <work>/oracle_w<width>.pt) calibrated beside oracle.pt and read
-    # with it as one (OracleEnsemble), e.g. "32"; empty: the one oracle (docs/judge.md "v5 + v6")
-    calib_ensemble: str = ""
+    # with it as one (OracleEnsemble; shipped: "32", docs/judge.md "v5 + v6"); empty: the one oracle
+    calib_ensemble: str = "32"
     ceiling_faces: int = 64  # test faces per counterfactual value for the ideal-edit ceilings
     # the identity net (src.toyworld.identity), the toy ArcFace of the identity loss
     identity_steps: int = 500
