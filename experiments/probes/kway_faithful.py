@@ -1,0 +1,50 @@
+"""Probe: which colour the faithful edits of a toyfaces run really have. Region fidelity asks whether each pixel of
+the part is nearer the ideal than the source, so a colour between them passes (dark navy lips for "black
+lipstick"). Here every side of the part votes among all values of the attribute (the renders of the face under
+each value; the region rule's ``_votes``), and the faithful faces are counted by the value they vote for.
+
+Usage: python experiments/probes/kway_faithful.py <run>/checkpoints/last.ckpt [...]
+Prints per run: faithful faces, how many of them vote for the target on every side, and the other values voted.
+Evaluation only: nothing here trains anything.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+
+import torch
+from hydra.utils import instantiate
+
+from src.eval import load_run
+from src.evaluation.generic import edit_test_set
+from src.toyworld.attributes import SCHEMA
+from src.toyworld.calibration import _candidates, _votes
+
+
+@torch.no_grad()
+def main(ckpts: list[str]) -> None:
+    torch.set_num_threads(1)
+    for ckpt in ckpts:
+        module, cfg, dm = load_run(ckpt)
+        module.eval()
+        dm.setup("test")
+        x, x_hat = edit_test_set(module, dm.splits["test"], 64, None)
+        evaluator = instantiate(cfg.domain.evaluator)
+        m = evaluator(x.float(), x_hat.float(), cfg.prompt.name)
+        attribute, value = m["target"].split(":")
+        faithful = evaluator.last["faithful"]
+        attrs, seeds = evaluator.scenes(x.shape[0])
+        votes = collections.Counter()
+        for i in torch.nonzero(faithful).flatten().tolist():
+            _candidates.cache_clear()
+            sides = [v for v in _votes(x_hat[i].float(), _candidates(attrs[i], seeds[i], attribute), attribute) if v is not None]
+            names = sorted({SCHEMA[attribute].values[v] for v in sides})
+            votes["+".join(names)] += 1
+        n = int(faithful.sum())
+        print(f"{ckpt}: {m['target']} faithful {n}/{x.shape[0]}; all sides vote {value}: {votes.get(value, 0)}; "
+              f"votes of the faithful faces: {dict(votes)}", flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
