@@ -37,8 +37,8 @@ def main(ckpts: list[str]) -> None:
         attrs, seeds = evaluator.scenes(x.shape[0])
         votes = collections.Counter()
         for i in torch.nonzero(faithful).flatten().tolist():
-            _candidates.cache_clear()
-            sides = [v for v in _votes(x_hat[i].float(), _candidates(attrs[i], seeds[i], attribute), attribute) if v is not None]
+            cands = _candidates(attrs[i], seeds[i], attribute)  # (K, 3, H, W): the face under every value
+            sides = [v for v in _votes(x_hat[i].float(), cands, attribute) if v is not None]
             names = sorted({SCHEMA[attribute].values[v] for v in sides})
             votes["+".join(names)] += 1
         n = int(faithful.sum())
