@@ -42,8 +42,11 @@ def main(ckpts: list[str]) -> None:
             names = sorted({SCHEMA[attribute].values[v] for v in sides})
             votes["+".join(names)] += 1
         n = int(faithful.sum())
-        print(f"{ckpt}: {m['target']} faithful {n}/{x.shape[0]}; all sides vote {value}: {votes.get(value, 0)}; "
-              f"votes of the faithful faces: {dict(votes)}", flush=True)
+        print(
+            f"{ckpt}: {m['target']} faithful {n}/{x.shape[0]}; all sides vote {value}: {votes.get(value, 0)}; "
+            f"votes of the faithful faces: {dict(votes)}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
