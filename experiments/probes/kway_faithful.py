@@ -3,8 +3,9 @@ the part is nearer the ideal than the source, so a colour between them passes (d
 lipstick"). Here every side of the part votes among all values of the attribute (the renders of the face under
 each value; the region rule's ``_votes``), and the faithful faces are counted by the value they vote for.
 
-Usage: python experiments/probes/kway_faithful.py <run>/checkpoints/last.ckpt [...]
+Usage: python experiments/probes/kway_faithful.py [--lab] <run>/checkpoints/last.ckpt [...]
 Prints per run: faithful faces, how many of them vote for the target on every side, and the other values voted.
+--lab: each pixel votes by its distance in CIELAB (nearer how colours look apart) instead of RGB.
 Evaluation only: nothing here trains anything.
 """
 
@@ -18,13 +19,28 @@ from hydra.utils import instantiate
 
 from src.eval import load_run
 from src.evaluation.generic import edit_test_set
+from src.evaluation.ideal import CHANGE_THRESHOLD, PAIRED, sides
 from src.toyworld.attributes import SCHEMA
 from src.toyworld.calibration import _candidates, _votes
 
 
+def lab_votes(y: torch.Tensor, cands: torch.Tensor, attribute: str) -> list[int | None]:
+    """``_votes`` with each pixel's distances to the candidates measured in CIELAB (region as the rule's, in RGB)."""
+    from kornia.color import rgb_to_lab
+
+    region = (cands.amax(0) - cands.amin(0)).amax(0) > CHANGE_THRESHOLD
+    lab = lambda t: rgb_to_lab(((t + 1) / 2).clamp(0, 1))  # noqa: E731
+    nearest = (lab(y[None]) - lab(cands)).pow(2).sum(1).argmin(0)  # (H, W)
+    return [
+        int(torch.bincount(nearest[side], minlength=cands.shape[0]).argmax()) if side.any() else None
+        for side in sides(region[None, None], attribute in PAIRED)[0]
+    ]
+
+
 @torch.no_grad()
-def main(ckpts: list[str]) -> None:
+def main(ckpts: list[str], lab: bool = False) -> None:
     torch.set_num_threads(1)
+    vote = lab_votes if lab else _votes
     for ckpt in ckpts:
         module, cfg, dm = load_run(ckpt)
         module.eval()
@@ -38,8 +54,8 @@ def main(ckpts: list[str]) -> None:
         votes = collections.Counter()
         for i in torch.nonzero(faithful).flatten().tolist():
             cands = _candidates(attrs[i], seeds[i], attribute)  # (K, 3, H, W): the face under every value
-            sides = [v for v in _votes(x_hat[i].float(), cands, attribute) if v is not None]
-            names = sorted({SCHEMA[attribute].values[v] for v in sides})
+            read = [v for v in vote(x_hat[i].float(), cands, attribute) if v is not None]
+            names = sorted({SCHEMA[attribute].values[v] for v in read})
             votes["+".join(names)] += 1
         n = int(faithful.sum())
         print(
@@ -50,4 +66,5 @@ def main(ckpts: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    args = sys.argv[1:]
+    main([a for a in args if a != "--lab"], lab="--lab" in args)
