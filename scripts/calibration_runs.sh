@@ -52,8 +52,11 @@ one_run() {
     echo "run $out failed: see $out.log"; exit 1; }
 }
 
+# value_spec V: the text, attribute and value of VALS[V] into $text $attr $val
+value_spec() { local spec=${VALS[$1]} av; text=${spec#*|}; av=${spec%|*}; attr=${av% *}; val=${av#* }; }
+
 for i in $(seq 0 $((16 + 8 * EXTRA - 1))); do
-  v=$((i % 8)); spec=${VALS[$v]}; text=${spec#*|}; av=${spec%|*}; attr=${av% *}; val=${av#* }
+  v=$((i % 8)); value_spec "$v"
   if [ "$i" -lt 8 ]; then c=$v; part=fit
   elif [ "$i" -lt 16 ]; then c=$(((v + 8) % 12)); part=heldout
   else c=$(((v + SHIFTS[(i - 8) / 8]) % 12)); part=fit; fi
@@ -65,7 +68,7 @@ one_run "$WORK/calibration_runs/heldout/recipe_elf_ears" 42 400 100 "face with e
 one_run "$WORK/calibration_runs/heldout/recipe_blue_lipstick" 42 400 100 "face with blue lipstick" lip_color blue
 if [ "$RECIPE" = 1 ]; then
   for v in $(seq 0 7); do
-    spec=${VALS[$v]}; text=${spec#*|}; av=${spec%|*}; attr=${av% *}; val=${av#* }
+    value_spec "$v"
     one_run "$WORK/calibration_runs/fit/recipe_${attr}_$val" $((2000 + v)) 400 100 "$text" "$attr" "$val"
   done
 fi

@@ -19,28 +19,21 @@ from hydra.utils import instantiate
 
 from src.eval import load_run
 from src.evaluation.generic import edit_test_set
-from src.evaluation.ideal import CHANGE_THRESHOLD, PAIRED, sides
 from src.toyworld.attributes import SCHEMA
 from src.toyworld.calibration import _candidates, _votes
 
 
-def lab_votes(y: torch.Tensor, cands: torch.Tensor, attribute: str) -> list[int | None]:
-    """``_votes`` with each pixel's distances to the candidates measured in CIELAB (region as the rule's, in RGB)."""
+def lab(x: torch.Tensor) -> torch.Tensor:
+    """CIELAB of (B, 3, H, W) images in [-1, 1]: distances there follow how different colours look."""
     from kornia.color import rgb_to_lab
 
-    region = (cands.amax(0) - cands.amin(0)).amax(0) > CHANGE_THRESHOLD
-    lab = lambda t: rgb_to_lab(((t + 1) / 2).clamp(0, 1))  # noqa: E731
-    nearest = (lab(y[None]) - lab(cands)).pow(2).sum(1).argmin(0)  # (H, W)
-    return [
-        int(torch.bincount(nearest[side], minlength=cands.shape[0]).argmax()) if side.any() else None
-        for side in sides(region[None, None], attribute in PAIRED)[0]
-    ]
+    return rgb_to_lab(((x + 1) / 2).clamp(0, 1))
 
 
 @torch.no_grad()
-def main(ckpts: list[str], lab: bool = False) -> None:
+def main(ckpts: list[str], lab_space: bool = False) -> None:
     torch.set_num_threads(1)
-    vote = lab_votes if lab else _votes
+    space = lab if lab_space else None
     for ckpt in ckpts:
         module, cfg, dm = load_run(ckpt)
         module.eval()
@@ -54,7 +47,7 @@ def main(ckpts: list[str], lab: bool = False) -> None:
         votes = collections.Counter()
         for i in torch.nonzero(faithful).flatten().tolist():
             cands = _candidates(attrs[i], seeds[i], attribute)  # (K, 3, H, W): the face under every value
-            read = [v for v in vote(x_hat[i].float(), cands, attribute) if v is not None]
+            read = [v for v in _votes(x_hat[i].float(), cands, attribute, space=space) if v is not None]
             names = sorted({SCHEMA[attribute].values[v] for v in read})
             votes["+".join(names)] += 1
         n = int(faithful.sum())
@@ -67,4 +60,4 @@ def main(ckpts: list[str], lab: bool = False) -> None:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    main([a for a in args if a != "--lab"], lab="--lab" in args)
+    main([a for a in args if a != "--lab"], lab_space="--lab" in args)

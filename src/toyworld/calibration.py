@@ -17,7 +17,7 @@ faces and held-out mapper runs. Evaluation only: nothing here feeds a loss.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
 
 import torch
@@ -38,11 +38,18 @@ def _candidates(base: Attributes, seed: int, attribute: str) -> torch.Tensor:
 
 
 def _votes(
-    y: torch.Tensor, cands: torch.Tensor, attribute: str, exclude: int | None = None
+    y: torch.Tensor,
+    cands: torch.Tensor,
+    attribute: str,
+    exclude: int | None = None,
+    space: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> list[int | None]:
-    """Per side of the attribute's region, the index of the value its pixels vote for (None: an empty side)."""
+    """Per side of the attribute's region, the index of the value its pixels vote for (None: an empty side).
+    ``space``: a colour transform of (B, 3, H, W) images in which pixels measure their distances (default RGB)."""
     spread = (cands.amax(0) - cands.amin(0)).amax(0)  # (H, W)
     region = spread > CHANGE_THRESHOLD
+    if space is not None:
+        y, cands = space(y[None])[0], space(cands)
     d = (y[None] - cands).pow(2).sum(1)  # (K, H, W)
     if exclude is not None:
         d[exclude] = float("inf")
