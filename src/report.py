@@ -31,6 +31,8 @@ MAIN_METRICS = (
     "ceiling/faithful_rate",
     "region_fidelity_min",
     "ceiling/region_fidelity_min",
+    "nearest_target_rate",
+    "ceiling/nearest_target_rate",
     "collateral_psnr",
     "ceiling/collateral_psnr",
     "psnr_to_ideal",

@@ -13,7 +13,9 @@ from src.evaluation.ideal import (
     region_fidelity,
     sides,
 )
-from src.toyworld.attributes import Attributes, sample_attributes
+from src.evaluation.toyfaces import judge
+from src.evaluation.toyfaces_composed import value_renders
+from src.toyworld.attributes import SCHEMA, Attributes, sample_attributes
 from src.toyworld.calibration import compose, read_by_rule, read_sides_by_rule, rule_labels
 from src.toyworld.render import render_batch
 
@@ -80,6 +82,58 @@ def test_verdicts_on_hand_made_ear_edits(
         assert (fid[:, 0] < 0.2).all() and (fid[:, 1] > 0.95).all()
 
 
+def test_nearest_target_fails_colours_between_the_source_and_the_target(faces: tuple) -> None:
+    """Pink or red lips blended 60% toward black are nearer black than the source (region fidelity passes), but
+    they look dark red, not black: the CIELAB vote among every lip colour fails them. The ideal passes it; a
+    no-op and one-sided eyebrows fail it."""
+    attrs, seeds = faces
+    e = edits(faces, "lip_color", "black")
+    cands = value_renders(attrs, seeds, "lip_color")
+    assert cands.shape == (6, len(SCHEMA["lip_color"].values), *e["ideal"].shape[1:])
+    black = SCHEMA["lip_color"].index("black")
+    blend = e["source"] + 0.6 * (e["ideal"] - e["source"])
+
+    def score(y: torch.Tensor) -> dict[str, torch.Tensor]:
+        return ideal_edit_scores(
+            y, e["source"], e["ideal"], e["source"], "lip_color", candidates=cands, target=black
+        )
+
+    s = score(blend)
+    reddish = torch.tensor([a.lip_color in ("red", "pink") for a in attrs])
+    assert reddish.sum() >= 2 and s["region_ok"].all()  # the pixel rule alone passes them all
+    assert not s["nearest_ok"][reddish].any()
+    assert score(e["ideal"])["nearest_ok"].all() and not score(e["no-op"])["nearest_ok"].any()
+    e = edits(faces, "eyebrow_color", "purple")
+    cands = value_renders(attrs, seeds, "eyebrow_color")
+    s = ideal_edit_scores(
+        e["one side"], e["source"], e["ideal"], e["source"], "eyebrow_color", candidates=cands, target=5
+    )
+    assert not s["nearest_ok"].any()
+
+
+def test_judge_needs_the_value_renders_unless_the_vote_is_off(faces: tuple) -> None:
+    """The faithful verdict includes the vote; without the renders it refuses, and nearest_target=False is the
+    pixel rule alone (the judge before the vote)."""
+    from src.toyworld.oracle import Oracle  # an untrained oracle: only the pixel-rule parts are checked here
+
+    attrs, seeds = faces
+    e = edits(faces, "lip_color", "black")
+    blend = e["source"] + 0.6 * (e["ideal"] - e["source"])
+    oracle = Oracle()
+    p_src = {a: torch.zeros(6, dtype=torch.long) for a in SCHEMA}
+    readings = p_src, {**p_src, "lip_color": torch.full((6,), SCHEMA["lip_color"].index("black"))}
+    with pytest.raises(ValueError, match="candidates"):
+        judge(oracle, e["source"], blend, e["ideal"], e["source"], "lip_color", "black", readings=readings)
+    off = FaithfulThresholds(nearest_target=False)
+    out, _ = judge(oracle, e["source"], blend, e["ideal"], e["source"], "lip_color", "black", off, readings)
+    assert "nearest_target_rate" not in out
+    cands = value_renders(attrs, seeds, "lip_color")
+    on, _ = judge(oracle, e["source"], blend, e["ideal"], e["source"], "lip_color", "black", readings=readings,
+                  candidates=cands)  # fmt: skip
+    assert on["nearest_target_rate"] < 1 and on["faithful_rate"] <= on["nearest_target_rate"]
+    assert on["region_pass_rate"] == out["region_pass_rate"] == 1
+
+
 def test_global_edit_has_no_collateral_region(faces: tuple) -> None:
     e = edits(faces, "style", "neon")
     s = ideal_edit_scores(e["ideal"], e["source"], e["ideal"], e["source"], "style")
@@ -138,7 +192,11 @@ def test_evaluator_verdicts_with_the_shipped_oracle(case: str, faithful: float) 
     out = ev(e["source"], e[case], "elf_ears")
     assert out["faithful_rate"] == faithful, out
     assert out["region_fidelity_left"] is not None and out["region_fidelity_right"] is not None
-    assert out["faithful_thresholds"]["min_region_fidelity"] == 0.5
+    assert (
+        out["faithful_thresholds"]["min_region_fidelity"] == 0.5
+        and out["faithful_thresholds"]["nearest_target"]
+    )
+    assert out["nearest_target_rate"] == (1.0 if case == "ideal" else 0.0)
     assert ev.last["faithful"].shape == (6,) and ev.last["ideal"].shape == e["ideal"].shape
 
 

@@ -446,3 +446,25 @@ def test_a_new_stage_one_oracle_drops_the_ensemble_members_of_the_old_one(tmp_pa
     (work / "oracle_w8.pt").write_bytes(b"stale")
     Builder(BuildConfig.smoke(), work, tmp_path / "out", progress=False).run(("oracle",), force=True)
     assert (work / "oracle.pt").is_file() and not (work / "oracle_w8.pt").exists()
+
+
+def test_ceilings_stage_refreshes_only_the_reports_ceilings(smoke_assets, tmp_path):
+    """--from-assets --stages ceilings,export recomputes the ceilings with the current judge (the nearest-target
+    vote included) into the shipped report; the weights and the rest of the report stay as they were."""
+    work, out = tmp_path / "work", tmp_path / "assets"
+    shutil.copytree(smoke_assets, out)
+    before = json.loads((out / "report.json").read_text())
+    for c in before["ceilings"].values():
+        c.pop("nearest_target_rate", None)  # as a report made before the vote
+    (out / "report.json").write_text(json.dumps(before))
+    assets.write_manifest(out, "test")
+    args = ["--smoke", "--from-assets", "--work", str(work), "--out", str(out), "--stages", "ceilings,export"]
+    assert build_main(args) == 0
+    after = json.loads((out / "report.json").read_text())
+    assert set(after["ceilings"]) == set(before["ceilings"])
+    assert all("nearest_target_rate" in c for c in after["ceilings"].values())
+    assert after["oracle_clean_acc"] == before["oracle_clean_acc"] and "ceilings" in after["build_seconds"]
+    for name in ("generator.pt", "oracle.pt", "latents.pt"):
+        assert assets.sha256(out / name) == assets.sha256(smoke_assets / name), name
+    with pytest.raises(SystemExit):
+        build_main(["--smoke", "--work", str(work), "--out", str(out), "--stages", "ceiling"])

@@ -19,15 +19,9 @@ from hydra.utils import instantiate
 
 from src.eval import load_run
 from src.evaluation.generic import edit_test_set
+from src.evaluation.ideal import lab
 from src.toyworld.attributes import SCHEMA
 from src.toyworld.calibration import _candidates, _votes
-
-
-def lab(x: torch.Tensor) -> torch.Tensor:
-    """CIELAB of (B, 3, H, W) images in [-1, 1]: distances there follow how different colours look."""
-    from kornia.color import rgb_to_lab
-
-    return rgb_to_lab(((x + 1) / 2).clamp(0, 1))
 
 
 @torch.no_grad()

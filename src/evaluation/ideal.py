@@ -7,6 +7,9 @@ the oracle's calibration labels and the tests all use one definition:
 - region fidelity (per side): share of the side's pixels where the edit is closer to the ideal than to the source.
 - collateral PSNR: edit vs the unedited reconstruction outside the (dilated) region; NaN for global edits.
 - PSNR to the ideal render.
+- nearest target (per side): the value the side's pixels are nearest to in CIELAB, among the renders of the face
+  under every value of the attribute, is the target. Region fidelity alone passes colours between the source and
+  the target (dark navy lips for "black lipstick"); this vote does not.
 """
 
 from __future__ import annotations
@@ -23,12 +26,14 @@ CHANGE_THRESHOLD = 0.1  # a pixel belongs to the region when a channel changes b
 @dataclass(frozen=True)
 class FaithfulThresholds:
     """What makes an edit faithful (domain.evaluator.faithful): every side of the region closer to the ideal on
-    at least ``min_region_fidelity`` of its pixels, and the rest of the image within ``min_collateral_psnr`` dB
-    of the unedited reconstruction (the generator's own reconstruction error of a render is ~29 dB)."""
+    at least ``min_region_fidelity`` of its pixels and, with ``nearest_target``, nearest the target among all the
+    attribute's values (CIELAB vote); the rest of the image within ``min_collateral_psnr`` dB of the unedited
+    reconstruction (the generator's own reconstruction error of a render is ~29 dB)."""
 
     min_region_fidelity: float = 0.5
     min_collateral_psnr: float = 28.0
     dilate: int = 2
+    nearest_target: bool = True
 
 
 def psnr_db(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -77,6 +82,26 @@ def region_fidelity(
     return torch.where(count > 0, share, torch.full_like(share, float("nan")))
 
 
+def lab(x: torch.Tensor) -> torch.Tensor:
+    """CIELAB (B, 3, H, W) of images in [-1, 1]: distances there follow how far apart colours look."""
+    from kornia.color import rgb_to_lab
+
+    return rgb_to_lab(((x.float() + 1) / 2).clamp(0, 1))
+
+
+def nearest_value(
+    edit: torch.Tensor, candidates: torch.Tensor, target: int, side_masks: torch.Tensor
+) -> torch.Tensor:
+    """Whether (N, S) the plurality of each side's pixels is nearest, in CIELAB, to the render of value ``target`` among
+    ``candidates`` (N, K, 3, H, W): the face rendered under every value of the attribute. True on an empty side."""
+    n, k = candidates.shape[:2]
+    cands = lab(candidates.flatten(0, 1)).view(n, k, *edit.shape[1:])
+    d = (lab(edit)[:, None] - cands).pow(2).sum(2)  # (N, K, H, W)
+    nearest = F.one_hot(d.argmin(1), k).float()  # (N, H, W, K)
+    counts = torch.einsum("nhwk,nshw->nsk", nearest, side_masks.float())  # (N, S, K) votes per side
+    return (counts.argmax(-1) == target) | (side_masks.sum((2, 3)) == 0)
+
+
 def dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     """Binary dilation of (N, 1, H, W) by a (2p+1)^2 square."""
     if pixels <= 0:
@@ -92,11 +117,15 @@ def ideal_edit_scores(
     attribute: str,
     thresholds: FaithfulThresholds = FaithfulThresholds(),
     region: torch.Tensor | None = None,
+    candidates: torch.Tensor | None = None,
+    target: int | None = None,
 ) -> dict[str, torch.Tensor]:
     """Per-face scores of edits (N, 3, H, W) of reconstructions ``recon`` against the ideal render ``ideal``
     of the source render ``source``: region fidelity per side (N, S), its minimum (N,), collateral PSNR (N,;
     NaN when the region covers the image), PSNR to the ideal (N,), and the pixel-rule verdicts (N,) bool.
-    ``region`` (N, 1, H, W): judge this part of a composed edit only (default: all the ideal repaints)."""
+    ``region`` (N, 1, H, W): judge this part of a composed edit only (default: all the ideal repaints).
+    ``candidates`` (N, K, 3, H, W), ``target``: the faces under every value and the target's index; with them and
+    ``thresholds.nearest_target``, ``nearest_ok`` (N,): every side votes for the target (``nearest_value``)."""
     region = changed_region(ideal, source) if region is None else region.bool()
     side_masks = sides(region, attribute in PAIRED)
     fidelity = region_fidelity(edit, ideal, source, side_masks)
@@ -105,7 +134,7 @@ def ideal_edit_scores(
     fid_min = torch.nan_to_num(fidelity, nan=1.0).amin(1)  # an empty side has nothing to get wrong
     region_ok = fid_min >= thresholds.min_region_fidelity
     collateral_ok = torch.nan_to_num(collateral, nan=float("inf")) >= thresholds.min_collateral_psnr
-    return {
+    out = {
         "region_fidelity": fidelity,
         "region_fidelity_min": fid_min,
         "collateral_psnr": collateral,
@@ -113,6 +142,9 @@ def ideal_edit_scores(
         "region_ok": region_ok,
         "collateral_ok": collateral_ok,
     }
+    if thresholds.nearest_target and candidates is not None:
+        out["nearest_ok"] = nearest_value(edit, candidates, target, side_masks).all(1)
+    return out
 
 
 def nanmean(t: torch.Tensor) -> float | None:
@@ -133,6 +165,8 @@ def summarize(
         out[f"region_fidelity_{name}"] = nanmean(fid[:, i])
     out["region_fidelity_min"] = nanmean(scores["region_fidelity_min"])
     out["region_pass_rate"] = scores["region_ok"].float().mean().item()
+    if "nearest_ok" in scores:
+        out["nearest_target_rate"] = scores["nearest_ok"].float().mean().item()
     out["collateral_psnr"] = nanmean(scores["collateral_psnr"])
     out["collateral_pass_rate"] = scores["collateral_ok"].float().mean().item()
     out["psnr_to_ideal"] = nanmean(scores["psnr_to_ideal"])

@@ -22,12 +22,27 @@ import torch
 
 from src.evaluation.ideal import FaithfulThresholds, changed_region, ideal_edit_scores, nanmean
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
-from src.toyworld.render import render
+from src.toyworld.render import render, render_batch
 
 
 def renders(attrs: Sequence[Attributes], seeds: Sequence[int], changes: dict[str, str]) -> torch.Tensor:
     """The same faces with ``changes`` applied, rendered with their own seeds (N, 3, H, W)."""
     return torch.stack([render(a.replace(**changes), s, as_tensor=True)[0] for a, s in zip(attrs, seeds)])
+
+
+def value_renders(
+    attrs: Sequence[Attributes], seeds: Sequence[int], attribute: str, changes: dict[str, str] | None = None
+) -> torch.Tensor:
+    """The same faces (with ``changes`` applied) under every value of ``attribute`` (N, K, 3, H, W): what the
+    nearest-target vote of ``src.evaluation.ideal.nearest_value`` compares an edit with."""
+    values = SCHEMA[attribute].values
+    faces = [a.replace(**(changes or {})) for a in attrs]
+    return torch.stack(
+        [
+            render_batch([a.replace(**{attribute: v}) for v in values], [s] * len(values))
+            for a, s in zip(faces, seeds)
+        ]
+    )
 
 
 @torch.no_grad()
@@ -41,8 +56,15 @@ def composed_verdicts(
     parts: dict[str, torch.Tensor],
     targets: Sequence[tuple[str, str]],
     thresholds: FaithfulThresholds,
+    candidates: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, Any], torch.Tensor]:
-    """(summary, per-face faithful (N,) bool) of edits x_hat of x; ``parts``: each attribute's own region."""
+    """(summary, per-face faithful (N,) bool) of edits x_hat of x; ``parts``: each attribute's own region;
+    ``candidates``: per attribute, the faces under its every value (``value_renders``; needed by the
+    nearest-target vote when ``thresholds.nearest_target``)."""
+    if thresholds.nearest_target and candidates is None:
+        raise ValueError(
+            "thresholds.nearest_target needs the value renders (candidates) of every named attribute"
+        )
     whole = ideal_edit_scores(x_hat, x, ideal, source, "composed", thresholds)
     named = {a for a, _ in targets}
     kept = torch.stack([p_edit[a] == p_src[a] for a in LABEL_ATTRIBUTES if a not in named]).all(0)
@@ -51,15 +73,19 @@ def composed_verdicts(
     fid_min = torch.ones(x.shape[0])
     per: dict[str, Any] = {}
     for attribute, value in targets:
-        s = ideal_edit_scores(x_hat, x, ideal, source, attribute, thresholds, region=parts[attribute])
-        read = p_edit[attribute] == SCHEMA[attribute].index(value)
-        faithful &= read & s["region_ok"]
+        t = SCHEMA[attribute].index(value)
+        cands = None if candidates is None else candidates[attribute]
+        s = ideal_edit_scores(x_hat, x, ideal, source, attribute, thresholds, parts[attribute], cands, t)
+        read = p_edit[attribute] == t
+        near = s.get("nearest_ok", torch.ones_like(read))
+        faithful &= read & s["region_ok"] & near
         read_all &= read
         fid_min = torch.minimum(fid_min, s["region_fidelity_min"])
         per[f"{attribute}:{value}"] = {
             "edit_accuracy": read.float().mean().item(),
             "region_fidelity_min": nanmean(s["region_fidelity_min"]),
             "region_pass_rate": s["region_ok"].float().mean().item(),
+            "nearest_target_rate": near.float().mean().item(),
         }
     out = {
         "faithful_rate": faithful.float().mean().item(),
@@ -131,7 +157,8 @@ def judge_composed(
     source = renders(attrs, seeds, {})
     ideal = renders(attrs, seeds, dict(targets))
     parts = {a: changed_region(renders(attrs, seeds, {a: v}), source) for a, v in targets}
-    out, faithful = composed_verdicts(*readings, x, x_hat, ideal, source, parts, targets, thresholds)
+    cands = {a: value_renders(attrs, seeds, a, {b: w for b, w in targets if b != a}) for a, _ in targets}
+    out, faithful = composed_verdicts(*readings, x, x_hat, ideal, source, parts, targets, thresholds, cands)
     key = ceiling_key(asset_dir, targets, seeds, thresholds, ceiling_refine_steps)
     ceiling = load_json(key)
     # the world's inversion of the composed ideal: ~1 min per 64 faces on one core, cached
@@ -150,6 +177,7 @@ def judge_composed(
             parts,
             targets,
             thresholds,
+            cands,
         )
         save_json(key, ceiling)
     out = {"target": " + ".join(f"{a}:{v}" for a, v in targets), "n": x.shape[0], **out, "ceiling": ceiling}

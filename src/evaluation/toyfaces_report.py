@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from src.evaluation.ideal import FaithfulThresholds
 from src.evaluation.toyfaces import ideal_edits, judge, leakage
+from src.evaluation.toyfaces_composed import value_renders
 from src.toyworld.attributes import (
     COUNTERFACTUAL_VALUES,
     LABEL_ATTRIBUTES,
@@ -116,8 +117,9 @@ def ceilings(
     for attribute, value in COUNTERFACTUAL_VALUES:
         ideal, _, source = ideal_edits(attrs, seeds, attribute, value)
         edit = decode(gen, refine(gen, ideal, invert(inv, ideal), c.invert_refine_steps, c.invert_refine_lr))
+        cands = value_renders(attrs, seeds, attribute)
         out[f"{attribute}:{value}"], _ = judge(
-            oracle, x, edit, ideal, source, attribute, value, FaithfulThresholds()
+            oracle, x, edit, ideal, source, attribute, value, FaithfulThresholds(), candidates=cands
         )
         log(f"[report] ceiling {attribute}:{value} {out[f'{attribute}:{value}']}")
     return out
@@ -134,10 +136,8 @@ def build_report(builder: Any, c: Any) -> dict[str, Any]:
 
     log = builder.log
     work = builder.work
-    calibrated = work / "oracle_calibrated.pt"  # the calibrate stage's oracle (the stage-one one if absent)
-    ostate = torch.load(
-        calibrated if calibrated.is_file() else work / "oracle.pt", map_location="cpu", weights_only=True
-    )
+    calibrated = work / "oracle_calibrated.pt"
+    ostate = _oracle_state(work)
     oracle = Oracle.from_state(ostate["state_dict"])
     model, tokenizer = new_clip_model(c.seed)
     model.load_state_dict(torch.load(work / "clip.pt", map_location="cpu", weights_only=True)["state_dict"])
@@ -212,11 +212,31 @@ def build_report(builder: Any, c: Any) -> dict[str, Any]:
         report["oracle_rule_agreement_per_attribute"] = cal["agreement"]["attribute"]
         report["oracle_rule_agreement_by_kind"] = cal["agreement_by_kind"]
         report["oracle_rule_agreement_stage_one"] = cal["agreement_before"]["target"]
-    k = min(c.ceiling_faces, lat["test"].shape[0])
-    test_attrs = [Attributes.decode(v.numpy()) for v in lat["test_labels"][:k]]
-    report["ceilings"] = ceilings(
-        gen, inv, oracle, lat["test"][:k].float(), test_attrs, lat["test_seeds"][:k].tolist(), c, log
-    )
-    report["ceiling_faces"] = k
+    report.update(report_ceilings(builder, c, (gen, inv), oracle))
     report["targets"] = TARGETS
     return report
+
+
+def _oracle_state(work: Any) -> dict[str, Any]:
+    """The calibrate stage's oracle (the stage-one one if absent)."""
+    calibrated = work / "oracle_calibrated.pt"
+    return torch.load(
+        calibrated if calibrated.is_file() else work / "oracle.pt", map_location="cpu", weights_only=True
+    )
+
+
+def report_ceilings(
+    builder: Any, c: Any, autoencoder: tuple[Any, Any] | None = None, oracle: Any = None
+) -> dict[str, Any]:
+    """The report's ``ceilings`` and ``ceiling_faces`` on the build's first ``c.ceiling_faces`` test latents (the
+    build's ``ceilings`` stage calls it alone, to refresh them after a change of the judge)."""
+    from src.toyworld.oracle import Oracle
+
+    gen, inv = autoencoder or builder.load_autoencoder()
+    oracle = oracle or Oracle.from_state(_oracle_state(builder.work)["state_dict"])
+    lat = torch.load(builder.work / "latents.pt", map_location="cpu", weights_only=True)
+    k = min(c.ceiling_faces, lat["test"].shape[0])
+    test_attrs = [Attributes.decode(v.numpy()) for v in lat["test_labels"][:k]]
+    seeds = lat["test_seeds"][:k].tolist()
+    return {"ceilings": ceilings(gen, inv, oracle, lat["test"][:k].float(), test_attrs, seeds, c, builder.log),
+            "ceiling_faces": k}  # fmt: skip
