@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import sys
+from typing import Any
 
 import torch
 from hydra.utils import instantiate
@@ -25,16 +26,23 @@ from src.toyworld.calibration import _candidates, _votes
 
 
 @torch.no_grad()
+def judged_run(ckpt: str, n: int = 64) -> tuple[Any, torch.Tensor, torch.Tensor, Any, dict[str, Any]]:
+    """A run's first ``n`` test edits judged as its final evaluation does: (cfg, x, x_hat, evaluator, metrics); the
+    evaluator's ``last`` holds the ideal renders and the per-face verdicts."""
+    module, cfg, dm = load_run(ckpt)
+    module.eval()
+    dm.setup("test")
+    x, x_hat = edit_test_set(module, dm.splits["test"], n, None)
+    evaluator = instantiate(cfg.domain.evaluator)
+    return cfg, x, x_hat, evaluator, evaluator(x.float(), x_hat.float(), cfg.prompt.name)
+
+
+@torch.no_grad()
 def main(ckpts: list[str], lab_space: bool = False) -> None:
     torch.set_num_threads(1)
     space = lab if lab_space else None
     for ckpt in ckpts:
-        module, cfg, dm = load_run(ckpt)
-        module.eval()
-        dm.setup("test")
-        x, x_hat = edit_test_set(module, dm.splits["test"], 64, None)
-        evaluator = instantiate(cfg.domain.evaluator)
-        m = evaluator(x.float(), x_hat.float(), cfg.prompt.name)
+        cfg, x, x_hat, evaluator, m = judged_run(ckpt)
         attribute, value = m["target"].split(":")
         faithful = evaluator.last["faithful"]
         attrs, seeds = evaluator.scenes(x.shape[0])

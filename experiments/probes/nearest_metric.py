@@ -13,12 +13,10 @@ import os
 import sys
 
 import torch
-import torch.nn.functional as F
-from hydra.utils import instantiate
+from kway_faithful import judged_run  # the sibling probe (this folder is on sys.path when run as a script)
 
-from src.eval import load_run
-from src.evaluation.generic import edit_test_set
-from src.evaluation.ideal import PAIRED, changed_region, lab, sides
+from src.evaluation.ideal import PAIRED, changed_region, nearest_value, sides
+from src.evaluation.toyfaces import ideal_edits
 from src.evaluation.toyfaces_composed import value_renders
 from src.toyworld.attributes import SCHEMA
 
@@ -64,36 +62,24 @@ def de2000(l1, l2):  # (..., 3) Lab
     return torch.sqrt((dL / SL) ** 2 + (dC / SC) ** 2 + (dH / SH) ** 2 + RT * (dC / SC) * (dH / SH))
 
 
-@torch.no_grad()
-def votes(edit, cands, target, side_masks, metric):
-    n, k = cands.shape[:2]
-    c = lab(cands.flatten(0, 1)).view(n, k, 3, *edit.shape[2:]).permute(0, 1, 3, 4, 2)
-    e = lab(edit).permute(0, 2, 3, 1)[:, None]
-    d = (e - c).pow(2).sum(-1) if metric == "76" else de2000(e.expand_as(c), c)
-    nearest = F.one_hot(d.argmin(1), k).float()
-    counts = torch.einsum("nhwk,nshw->nsk", nearest, side_masks.float())
-    return ((counts.argmax(-1) == target) | (side_masks.sum((2, 3)) == 0)).all(1)
+def de2000_distance(e: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``nearest_value``'s distance with CIEDE2000: (N, 1, 3, H, W), (N, K, 3, H, W) -> (N, K, H, W)."""
+    return de2000(e.expand_as(c).movedim(2, -1), c.movedim(2, -1))
 
 
 torch.set_num_threads(1)
 for ckpt in sys.argv[1:]:
-    module, cfg, dm = load_run(ckpt)
-    module.eval()
-    dm.setup("test")
-    x, x_hat = edit_test_set(module, dm.splits["test"], 64, None)
-    ev = instantiate(cfg.domain.evaluator)
-    m = ev(x.float(), x_hat.float(), cfg.prompt.name)
+    cfg, x, x_hat, ev, m = judged_run(ckpt)
     attribute, value = m["target"].split(":")
-    attrs, seeds = ev.scenes(64)
+    attrs, seeds = ev.scenes(x.shape[0])
     ideal = ev.last["ideal"]
-    from src.evaluation.toyfaces import ideal_edits
-
     _, _, source = ideal_edits(attrs, seeds, attribute, value)
     cands = value_renders(attrs, seeds, attribute)
     t = SCHEMA[attribute].index(value)
     sm = sides(changed_region(ideal, source), attribute in PAIRED)
-    v76 = votes(x_hat.float(), cands, t, sm, "76")
-    v00 = votes(x_hat.float(), cands, t, sm, "2000")
+    with torch.no_grad():
+        v76 = nearest_value(x_hat.float(), cands, t, sm).all(1)  # the shipped vote
+        v00 = nearest_value(x_hat.float(), cands, t, sm, de2000_distance).all(1)
     faithful = ev.last["faithful"]  # the shipped verdict: includes the CIE76 vote
     if os.environ.get("PROBE_OUT"):
         torch.save(

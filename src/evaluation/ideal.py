@@ -14,6 +14,7 @@ the oracle's calibration labels and the tests all use one definition:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -89,14 +90,24 @@ def lab(x: torch.Tensor) -> torch.Tensor:
     return rgb_to_lab(((x.float() + 1) / 2).clamp(0, 1))
 
 
+def cie76(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Squared CIELAB distance (..., 3, H, W) x (..., 3, H, W) -> (..., H, W), broadcasting."""
+    return (a - b).pow(2).sum(-3)
+
+
 def nearest_value(
-    edit: torch.Tensor, candidates: torch.Tensor, target: int, side_masks: torch.Tensor
+    edit: torch.Tensor,
+    candidates: torch.Tensor,
+    target: int,
+    side_masks: torch.Tensor,
+    distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = cie76,
 ) -> torch.Tensor:
     """Whether (N, S) the plurality of each side's pixels is nearest, in CIELAB, to the render of value ``target`` among
-    ``candidates`` (N, K, 3, H, W): the face rendered under every value of the attribute. True on an empty side."""
+    ``candidates`` (N, K, 3, H, W): the face rendered under every value of the attribute. True on an empty side.
+    ``distance``: of CIELAB images (N, 1, 3, H, W) and (N, K, 3, H, W) -> (N, K, H, W) (default: ``cie76``)."""
     n, k = candidates.shape[:2]
     cands = lab(candidates.flatten(0, 1)).view(n, k, *edit.shape[1:])
-    d = (lab(edit)[:, None] - cands).pow(2).sum(2)  # (N, K, H, W)
+    d = distance(lab(edit)[:, None], cands)  # (N, K, H, W)
     nearest = F.one_hot(d.argmin(1), k).float()  # (N, H, W, K)
     counts = torch.einsum("nhwk,nshw->nsk", nearest, side_masks.float())  # (N, S, K) votes per side
     return (counts.argmax(-1) == target) | (side_masks.sum((2, 3)) == 0)

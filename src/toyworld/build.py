@@ -277,11 +277,10 @@ class Builder:
         from src.evaluation.toyfaces_report import report_ceilings
 
         path = self.path("report.json")
+        # the build's own report, else (unpacked with --from-assets) the shipped one
         if path.is_file():
             report = json.loads(path.read_text())
-        elif (
-            "report.json" in assets.manifest(self.out)["files"]
-        ):  # unpacked with --from-assets: the shipped one
+        elif "report.json" in assets.manifest(self.out)["files"]:
             report = assets.load_report(str(self.out))
         else:
             raise FileNotFoundError(f"no report to refresh: run the report stage first ({path})")

@@ -24,8 +24,8 @@ import torch
 import torch.nn.functional as F
 
 from src.evaluation.ideal import CHANGE_THRESHOLD, PAIRED, changed_region, dilate, region_fidelity, sides
+from src.evaluation.toyfaces_composed import value_renders
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
-from src.toyworld.render import render_batch
 
 Target = tuple[str, str] | None  # (attribute, value) an image was meant to edit, or None
 
@@ -33,8 +33,7 @@ Target = tuple[str, str] | None  # (attribute, value) an image was meant to edit
 @cache  # cleared after each face by rule_labels
 def _candidates(base: Attributes, seed: int, attribute: str) -> torch.Tensor:
     """Renders (K, 3, H, W) of the face under every value of ``attribute`` (cached: faces repeat)."""
-    values = SCHEMA[attribute].values
-    return render_batch([base.replace(**{attribute: v}) for v in values], [seed] * len(values))
+    return value_renders([base], [seed], attribute)[0]
 
 
 def _votes(
