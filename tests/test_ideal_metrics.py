@@ -151,17 +151,19 @@ def test_region_fidelity_is_nan_on_an_empty_side() -> None:
     [("ears", "pointed"), ("eyebrow_color", "purple"), ("lip_color", "blue"), ("iris_color", "red")],
 )
 def test_rule_reads_like_a_person(faces: tuple, attribute: str, value: str) -> None:
-    """The ideal and a clear 60% blend read as the target; a no-op, a 30% global tint and (for pairs) one side
-    do not; and the other attributes keep their values."""
+    """The ideal and a 90% blend read as the target (and a 60% blend, by region fidelity without the colour vote,
+    which can find it nearer another value); a no-op, a 30% global tint and (for pairs) one side do not; and the
+    other attributes keep their values."""
     attrs, seeds = faces
     e = edits(faces, attribute, value)
-    e["blend 0.6"] = e["source"] + 0.6 * (e["ideal"] - e["source"])
-    expect = {"ideal": True, "blend 0.6": True, "no-op": False, "global tint": False}
+    for f in (0.6, 0.9):
+        e[f"blend {f}"] = e["source"] + f * (e["ideal"] - e["source"])
+    expect = {"ideal": True, "blend 0.9": True, "blend 0.6": True, "no-op": False, "global tint": False}
     if attribute != "lip_color":  # lips are one part: "one side" is the whole lip
         expect["one side"] = False
     for case, want in expect.items():
         for y, a, s in zip(e[case], attrs, seeds):
-            read = read_by_rule(y, a, s, (attribute, value))
+            read = read_by_rule(y, a, s, (attribute, value), nearest=case != "blend 0.6")
             assert (getattr(read, attribute) == value) == want, (case, a, s)
             if case in ("ideal", "no-op"):
                 assert read.replace(**{attribute: getattr(a, attribute)}) == a, case
@@ -171,10 +173,11 @@ def test_rule_labels_group_faces_and_composites_are_labelled(faces: tuple) -> No
     attrs, seeds = faces
     e = edits(faces, "ears", "pointed")
     x = compose(e["source"], e["ideal"], "ears", torch.Generator().manual_seed(0))
-    labels, side_labels = rule_labels(
+    labels, side_labels, fidelity_ok = rule_labels(
         torch.cat([x, e["source"]]), attrs * 2, seeds * 2, [("ears", "pointed")] * 12
     )
-    assert labels.shape == (12, 7) and side_labels.shape == (12, 3, 2)
+    assert labels.shape == (12, 7) and side_labels.shape == (12, 3, 2) and fidelity_ok.shape == (12,)
+    assert not fidelity_ok[6:].any()  # a no-op is nowhere nearer the ideal
     assert (
         labels[6:] == torch.stack([torch.from_numpy(a.encode()) for a in attrs])
     ).all()  # renders read as is
@@ -200,13 +203,39 @@ def test_evaluator_verdicts_with_the_shipped_oracle(case: str, faithful: float) 
     assert ev.last["faithful"].shape == (6,) and ev.last["ideal"].shape == e["ideal"].shape
 
 
+def test_rule_labels_need_the_colour_vote(faces: tuple) -> None:
+    """The calibration labels follow the judge: lips blended 60% toward black pass region fidelity but read as
+    black only without the vote (``nearest=False``); the ideal reads black either way. ``agreement`` compares the
+    oracle with either rule."""
+    from src.toyworld.attributes import LABEL_ATTRIBUTES
+    from src.toyworld.calibration import agreement
+
+    attrs, seeds = faces
+    e = edits(faces, "lip_color", "black")
+    blend = e["source"] + 0.6 * (e["ideal"] - e["source"])
+    reddish = torch.tensor([a.lip_color in ("red", "pink") for a in attrs] + [False] * 6)  # blends only
+    x, targets = torch.cat([blend, e["ideal"]]), [("lip_color", "black")] * 12
+    j, black = LABEL_ATTRIBUTES.index("lip_color"), SCHEMA["lip_color"].index("black")
+    labels, _, fidelity_ok = rule_labels(x, attrs * 2, seeds * 2, targets)
+    old, _, old_fidelity = rule_labels(x, attrs * 2, seeds * 2, targets, nearest=False)
+    assert (fidelity_ok == old_fidelity).all() and fidelity_ok.all()
+    assert (old[:, j] == black).all() and (labels[6:, j] == black).all()
+    assert reddish.sum() >= 2 and not (labels[:, j] == black)[reddish].any()
+    says_black = {a: labels[:, i] for i, a in enumerate(LABEL_ATTRIBUTES)}
+    says_black["lip_color"] = torch.full((12,), black)
+    vote, fid = agreement(says_black, labels, targets), agreement(says_black, labels, targets, fidelity_ok)
+    assert fid["target"]["lip_color:black"] == 1.0
+    assert vote["target"]["lip_color:black"] == pytest.approx(1 - reddish.float().mean().item())
+
+
 def test_rule_reads_each_side_of_a_pair(faces: tuple) -> None:
     """One pointed ear: that side reads pointed, the other round, and the pair reads round (not the edit)."""
     attrs, seeds = faces
     e = edits(faces, "ears", "pointed")
     for case, want in (("one side", (1, 0)), ("ideal", (1, 1)), ("no-op", (0, 0))):
         for y, a, s in zip(e[case], attrs, seeds):
-            read, per_side = read_sides_by_rule(y, a, s, ("ears", "pointed"))
+            read, per_side, fidelity_ok = read_sides_by_rule(y, a, s, ("ears", "pointed"))
+            assert fidelity_ok == (want == (1, 1))
             assert per_side["ears"] == want, (case, per_side)
             assert read.ears == ("pointed" if want == (1, 1) else "round")
             assert per_side["eyebrow_color"][0] == per_side["eyebrow_color"][1]  # untouched pairs agree

@@ -40,6 +40,8 @@ REPORT_KEYS = {
     "recon_psnr_db_encoder",
     "oracle_rule_agreement",  # the calibrated oracle vs the region rule, per counterfactual value
     "oracle_rule_agreement_min",
+    "oracle_rule_agreement_fidelity",  # ... vs region fidelity alone (the rule without the colour vote)
+    "oracle_rule_agreement_labels",  # which rule labelled the calibration set ("vote": the judge's)
     "ceilings",  # the ideal-edit metrics of the world's inversion of each ideal edit
     "identity_verification",  # the identity net's same/different-face accuracy on held-out faces
 }
@@ -63,6 +65,7 @@ def test_smoke_build_writes_every_asset_with_a_manifest(smoke_assets):
             torch.load(smoke_assets / name, weights_only=True)  # no pickled code anywhere
     report = json.loads((smoke_assets / "report.json").read_text())
     assert REPORT_KEYS <= set(report)
+    assert report["oracle_rule_agreement_labels"] == "vote"
     # every stage's time, the report's own included (the report stage writes them before it has finished)
     assert {"oracle", "calibrate", "report"} <= set(report["build_seconds"])
 

@@ -80,6 +80,9 @@ class BuildConfig:
     # the relative oracle: reads each edit beside its reconstruction, trained with the edit loss (docs/judge.md "v5");
     # false: the v4 oracle (image only)
     calib_relative: bool = True
+    # the rule's target labels also need the nearest-target colour vote, as the judge's faithful rate does
+    # (domain.evaluator.faithful.nearest_target); false: region fidelity alone (the labels before the vote)
+    calib_nearest: bool = True
     # widths of more stage-one oracles (trained into <work>/oracle_w<width>.pt) calibrated beside oracle.pt and read
     # with it as one (OracleEnsemble; shipped: "32", docs/judge.md "v5 + v6"); empty: the one oracle
     calib_ensemble: str = "32"

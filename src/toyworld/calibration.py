@@ -5,8 +5,11 @@ green lipstick, a blurred but clearly blue lip is blue. The **region rule** says
 image of a known face (attributes + render seed), each attribute is compared with the renders of that face
 under every value of the attribute; inside the region where those renders differ, each pixel votes for the
 render it is closest to, each side of a paired part (ears, eyebrows, eyes) separately; the attribute reads a
-value only when every side reads it. For the edit's target the vote is the ideal-edit region fidelity
-(``src.evaluation.ideal``): closer to the ideal than to the source on at least half of each side's pixels.
+value only when every side reads it. For the edit's target the rule is the judge's pixel rule
+(``src.evaluation.ideal``): each side is closer to the ideal than to the source on at least half of its pixels
+(region fidelity) and, with ``nearest`` (the default, as the judge's ``nearest_target``), its pixels vote in
+CIELAB for the target's render more than for any other value's (``nearest_value``): a colour between the source
+and the target, such as dark maroon lips for black lipstick, is not the target.
 
 The calibration set holds what the oracle will judge: generator reconstructions, perturbed latents, latent
 steps toward the ideal edit, mapper edits from short runs of every loss and augmentation, and hard negatives
@@ -23,7 +26,15 @@ from functools import cache
 import torch
 import torch.nn.functional as F
 
-from src.evaluation.ideal import CHANGE_THRESHOLD, PAIRED, changed_region, dilate, region_fidelity, sides
+from src.evaluation.ideal import (
+    CHANGE_THRESHOLD,
+    PAIRED,
+    changed_region,
+    dilate,
+    nearest_value,
+    region_fidelity,
+    sides,
+)
 from src.evaluation.toyfaces_composed import value_renders
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
 
@@ -66,20 +77,31 @@ def _agreed(votes: list[int | None]) -> int | None:
 
 
 def read_sides_by_rule(
-    y: torch.Tensor, attrs: Attributes, seed: int, target: Target = None, min_fidelity: float = 0.5
-) -> tuple[Attributes, dict[str, tuple[int, int]]]:
-    """The attributes a person reads on image ``y`` (3, H, W) of the face (``attrs``, ``seed``), and for each
-    paired part what each side reads on its own (value indices, left and right)."""
+    y: torch.Tensor,
+    attrs: Attributes,
+    seed: int,
+    target: Target = None,
+    min_fidelity: float = 0.5,
+    nearest: bool = True,
+) -> tuple[Attributes, dict[str, tuple[int, int]], bool | None]:
+    """The attributes a person reads on image ``y`` (3, H, W) of the face (``attrs``, ``seed``), for each paired
+    part what each side reads on its own (value indices, left and right), and whether every side of the target's
+    region passes region fidelity alone (None without a target: the rule without the vote, for comparisons)."""
     read, per_side = attrs, {}
-    passes = None
+    passes, fidelity_ok = None, None
     if target is not None:
         attribute, value = target
         cands = _candidates(attrs, seed, attribute)
         values = SCHEMA[attribute].values
-        pair = cands[[values.index(getattr(attrs, attribute)), values.index(value)]]
-        region = changed_region(pair[1:], pair[:1])
-        fid = region_fidelity(y[None], pair[1:], pair[:1], sides(region, attribute in PAIRED))
+        t = values.index(value)
+        pair = cands[[values.index(getattr(attrs, attribute)), t]]
+        side_masks = sides(changed_region(pair[1:], pair[:1]), attribute in PAIRED)
+        fid = region_fidelity(y[None], pair[1:], pair[:1], side_masks)
         passes = (torch.nan_to_num(fid, nan=1.0)[0] >= min_fidelity).tolist()
+        fidelity_ok = all(passes)
+        if nearest:
+            near = nearest_value(y[None], cands[None], t, side_masks)[0].tolist()
+            passes = [p and n for p, n in zip(passes, near)]
         if all(passes):
             read = attrs.replace(**{attribute: value})
     for attribute in LABEL_ATTRIBUTES:
@@ -101,33 +123,47 @@ def read_sides_by_rule(
             now = values.index(getattr(read, attribute))
             left, right = (now if v is None else v for v in votes)
             per_side[attribute] = (left, right)
-    return read, per_side
+    return read, per_side, fidelity_ok
 
 
 def read_by_rule(
-    y: torch.Tensor, attrs: Attributes, seed: int, target: Target = None, min_fidelity: float = 0.5
+    y: torch.Tensor,
+    attrs: Attributes,
+    seed: int,
+    target: Target = None,
+    min_fidelity: float = 0.5,
+    nearest: bool = True,
 ) -> Attributes:
     """The attributes a person reads on image ``y`` (3, H, W) of the face (``attrs``, ``seed``)."""
-    return read_sides_by_rule(y, attrs, seed, target, min_fidelity)[0]
+    return read_sides_by_rule(y, attrs, seed, target, min_fidelity, nearest)[0]
 
 
 def rule_labels(
-    images: torch.Tensor, attrs: Sequence[Attributes], seeds: Sequence[int], targets: Sequence[Target]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Label vectors (N, len(LABEL_ATTRIBUTES)) read by the region rule, and per side of the paired parts
-    (N, len(PAIRED), 2) (images grouped by face, whose candidate renders are cached while its images are read)."""
+    images: torch.Tensor,
+    attrs: Sequence[Attributes],
+    seeds: Sequence[int],
+    targets: Sequence[Target],
+    nearest: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Label vectors (N, len(LABEL_ATTRIBUTES)) read by the region rule, per side of the paired parts
+    (N, len(PAIRED), 2), and (N,) whether region fidelity alone reads each image's target (False without one);
+    images grouped by face, whose candidate renders are cached while its images are read."""
     out = torch.zeros(len(attrs), len(LABEL_ATTRIBUTES), dtype=torch.long)
     out_sides = torch.zeros(len(attrs), len(PAIRED), 2, dtype=torch.long)
+    out_fidelity = torch.zeros(len(attrs), dtype=torch.bool)
     previous = None
     for i in sorted(range(len(attrs)), key=lambda j: (int(seeds[j]), j)):
         if int(seeds[i]) != previous:
             _candidates.cache_clear()
             previous = int(seeds[i])
-        read, per_side = read_sides_by_rule(images[i].float(), attrs[i], int(seeds[i]), targets[i])
+        read, per_side, fidelity_ok = read_sides_by_rule(
+            images[i].float(), attrs[i], int(seeds[i]), targets[i], nearest=nearest
+        )
         out[i] = torch.from_numpy(read.encode())
         out_sides[i] = torch.tensor([per_side[a] for a in PAIRED])
+        out_fidelity[i] = bool(fidelity_ok)
     _candidates.cache_clear()
-    return out, out_sides
+    return out, out_sides, out_fidelity
 
 
 def compose(source: torch.Tensor, ideal: torch.Tensor, attribute: str, g: torch.Generator) -> torch.Tensor:
@@ -161,10 +197,15 @@ def compose(source: torch.Tensor, ideal: torch.Tensor, attribute: str, g: torch.
 
 
 def agreement(
-    pred: dict[str, torch.Tensor], labels: torch.Tensor, targets: Sequence[Target]
+    pred: dict[str, torch.Tensor],
+    labels: torch.Tensor,
+    targets: Sequence[Target],
+    reads: torch.Tensor | None = None,
 ) -> dict[str, dict[str, float]]:
     """Oracle vs rule on labelled images: per edit target, the share of images where 'the oracle reads the target'
-    equals 'the rule reads it' (``target``), and per attribute the share of identical readings (``attribute``)."""
+    equals 'the rule reads it' (``target``), and per attribute the share of identical readings (``attribute``).
+    ``reads`` (N,) bool: whether another rule reads each image's target (e.g. region fidelity alone), compared
+    with instead of the labels' target column."""
     out: dict[str, dict[str, float]] = {"target": {}, "target_n": {}, "attribute": {}}
     for i, name in enumerate(LABEL_ATTRIBUTES):
         out["attribute"][name] = (pred[name] == labels[:, i]).float().mean().item()
@@ -172,7 +213,8 @@ def agreement(
     for attribute, value in keys:
         idx = torch.tensor([t == (attribute, value) for t in targets])
         j, k = LABEL_ATTRIBUTES.index(attribute), SCHEMA[attribute].index(value)
-        same = (pred[attribute][idx] == k) == (labels[idx, j] == k)
+        rule = labels[idx, j] == k if reads is None else reads[idx]
+        same = (pred[attribute][idx] == k) == rule
         out["target"][f"{attribute}:{value}"] = same.float().mean().item()
         out["target_n"][f"{attribute}:{value}"] = int(idx.sum())
     return out

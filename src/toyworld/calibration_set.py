@@ -22,7 +22,8 @@ from src.toyworld.training import decode, invert
 @dataclass
 class CalibrationSet:
     """uint8 images (N, 3, H, W), rule labels (N, A) and per side of the paired parts (N, len(PAIRED), 2), the
-    target each image was meant to edit, its source kind and the face it shows (index into the split's latents)."""
+    target each image was meant to edit, its source kind, the face it shows (index into the split's latents) and
+    whether region fidelity alone reads its target (N,; the rule without the colour vote, for comparison)."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -30,6 +31,7 @@ class CalibrationSet:
     faces: torch.Tensor
     targets: list[Target] = field(default_factory=list)
     kinds: list[str] = field(default_factory=list)
+    fidelity_ok: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -39,7 +41,8 @@ class CalibrationSet:
 
     def state(self) -> dict:
         return {"images": self.images, "labels": self.labels, "side_labels": self.side_labels,
-                "faces": self.faces, "targets": self.targets, "kinds": self.kinds}  # fmt: skip
+                "faces": self.faces, "targets": self.targets, "kinds": self.kinds,
+                "fidelity_ok": self.fidelity_ok}  # fmt: skip
 
 
 def to_uint8(x: torch.Tensor) -> torch.Tensor:
@@ -134,9 +137,11 @@ def make_calibration_set(
     seed: int = 0,
     log: Callable[[str], None] = print,
     edit_scale: tuple[float, float] = (1.0, 1.0),
+    nearest: bool = True,
 ) -> CalibrationSet:
     """Images of the faces (latents ``w`` (N, L, D) of renders ``attrs``/``seeds``) from every source, each source
-    on its own ``faces_per_source`` random faces (many faces: the oracle must not learn faces), rule-labelled."""
+    on its own ``faces_per_source`` random faces (many faces: the oracle must not learn faces), rule-labelled
+    (``nearest``: the rule's target also needs the colour vote, ``src.toyworld.calibration.read_sides_by_rule``)."""
     g = torch.Generator().manual_seed(seed)
     n = w.shape[0]
     images: list[torch.Tensor] = []
@@ -180,8 +185,8 @@ def make_calibration_set(
     a = [attrs[i] for i in idx.tolist()]
     s = [int(seeds[i]) for i in idx.tolist()]
     log(f"[calibrate] labelling {x.shape[0]} images of {len(set(idx.tolist()))} faces by the region rule")
-    labels, side_labels = rule_labels(x, a, s, targets)
-    return CalibrationSet(to_uint8(x), labels, side_labels, idx, targets, kinds)
+    labels, side_labels, fidelity_ok = rule_labels(x, a, s, targets, nearest)
+    return CalibrationSet(to_uint8(x), labels, side_labels, idx, targets, kinds, fidelity_ok)
 
 
 def calibrate(builder: object, c: object) -> dict:
@@ -200,9 +205,13 @@ def calibrate(builder: object, c: object) -> dict:
     lat = torch.load(work / "latents.pt", map_location="cpu", weights_only=True)
     cache = work / "calibration.pt"  # the labelled sets, reused while the runs and settings are the same
     runs = {part: run_checkpoints(work / c.calibration_runs / part) for part in ("fit", "heldout")}
-    key = ["sides", c.seed, c.calib_faces, c.calib_heldout_faces] + [
-        str(p) for part in runs.values() for r in part for p in r
-    ]
+    key = [
+        "sides",
+        "vote" if c.calib_nearest else "fidelity",
+        c.seed,
+        c.calib_faces,
+        c.calib_heldout_faces,
+    ] + [str(p) for part in runs.values() for r in part for p in r]
     sets = torch.load(cache, map_location="cpu", weights_only=True) if cache.is_file() else {}
     if sets.get("key") == key:
         fit, held = CalibrationSet(**sets["fit"]), CalibrationSet(**sets["heldout"])
@@ -219,6 +228,7 @@ def calibrate(builder: object, c: object) -> dict:
                 gen, inv, lat[split].float(), attrs, lat[f"{split}_seeds"].tolist(), runs[part], faces,
                 seed=c.seed + (31 if part == "fit" else 32), log=log,
                 edit_scale=(0.4, 2.5) if part == "fit" else (1.0, 1.0),  # held out: the runs' own edits
+                nearest=c.calib_nearest,
             )  # fmt: skip
         fit, held = made["fit"], made["heldout"]
         torch.save({"fit": fit.state(), "heldout": held.state(), "key": key}, cache)
@@ -239,7 +249,9 @@ def calibrate(builder: object, c: object) -> dict:
     ref_fit = references(gen, lat["train"].float(), fit.faces) if c.calib_relative else None
     ref_held = references(gen, lat["test"].float(), held.faces).float() / 127.5 - 1.0
     x_held = held.float_images()
-    before = agreement(read_edits(oracle, x_held, ref_held, held.targets), held.labels, held.targets)
+    pred = read_edits(oracle, x_held, ref_held, held.targets)
+    before = agreement(pred, held.labels, held.targets)
+    before_fidelity = agreement(pred, held.labels, held.targets, held.fidelity_ok)
     log(f"[calibrate] stage-one oracle vs rule on held-out edits: {before['target']}")
     edits = None  # the edit loss's (attribute, target, source value) codes, for the relative oracle only
     if c.calib_relative:
@@ -254,6 +266,7 @@ def calibrate(builder: object, c: object) -> dict:
     pred = read_edits(oracle, x_held, ref_held, held.targets)
     absolute = agreement(oracle.predict(x_held, ref_held), held.labels, held.targets)
     after = agreement(pred, held.labels, held.targets)
+    after_fidelity = agreement(pred, held.labels, held.targets, held.fidelity_ok)
     log(f"[calibrate] calibrated oracle vs rule on held-out edits: {after['target']}")
     by_kind = {}
     for kind in sorted(set(held.kinds)):
@@ -267,6 +280,11 @@ def calibrate(builder: object, c: object) -> dict:
         "agreement": after,
         "agreement_absolute": absolute,  # the target read as the oracle's top value, without the edit question
         "agreement_by_kind": by_kind,
+        # against region fidelity alone (the rule without the colour vote; the same as "agreement" when the
+        # labels were made without it, calib_nearest=false)
+        "agreement_fidelity": after_fidelity,
+        "agreement_fidelity_before": before_fidelity,
+        "labels_nearest": c.calib_nearest,
         "clean": evaluate_oracle(oracle, max(c.report_size, 8), seed=c.seed + 7),
         "fit_size": len(fit),
         "heldout_size": len(held),
