@@ -16,7 +16,7 @@ from src.evaluation.ideal import (
 from src.evaluation.toyfaces import judge
 from src.evaluation.toyfaces_composed import value_renders
 from src.toyworld.attributes import SCHEMA, Attributes, sample_attributes
-from src.toyworld.calibration import compose, read_by_rule, read_sides_by_rule, rule_labels
+from src.toyworld.calibration import compose, read_sides_by_rule, rule_labels
 from src.toyworld.render import render_batch
 
 
@@ -163,7 +163,7 @@ def test_rule_reads_like_a_person(faces: tuple, attribute: str, value: str) -> N
         expect["one side"] = False
     for case, want in expect.items():
         for y, a, s in zip(e[case], attrs, seeds):
-            read = read_by_rule(y, a, s, (attribute, value), nearest=case != "blend 0.6")
+            read = read_sides_by_rule(y, a, s, (attribute, value), nearest=case != "blend 0.6")[0]
             assert (getattr(read, attribute) == value) == want, (case, a, s)
             if case in ("ideal", "no-op"):
                 assert read.replace(**{attribute: getattr(a, attribute)}) == a, case

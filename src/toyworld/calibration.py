@@ -126,18 +126,6 @@ def read_sides_by_rule(
     return read, per_side, fidelity_ok
 
 
-def read_by_rule(
-    y: torch.Tensor,
-    attrs: Attributes,
-    seed: int,
-    target: Target = None,
-    min_fidelity: float = 0.5,
-    nearest: bool = True,
-) -> Attributes:
-    """The attributes a person reads on image ``y`` (3, H, W) of the face (``attrs``, ``seed``)."""
-    return read_sides_by_rule(y, attrs, seed, target, min_fidelity, nearest)[0]
-
-
 def rule_labels(
     images: torch.Tensor,
     attrs: Sequence[Attributes],
