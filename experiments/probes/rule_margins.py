@@ -10,14 +10,13 @@ Usage: python experiments/probes/rule_margins.py <work dir> [NAME=<oracle .pt> .
 (SIGMAS=1,2,4 in 1/255 steps; MARGIN=0.2). Reads <work>/calibration.pt (the build's calibrate stage). Evaluation only.
 """
 
-import collections
 import os
 import sys
 from pathlib import Path
 
 import torch
 
-from src.evaluation.ideal import changed_region, lab
+from src.evaluation.ideal import changed_region, cie76, lab
 from src.toyworld import assets
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
 from src.toyworld.calibration import _candidates, rule_labels
@@ -31,10 +30,17 @@ def vote_margin(y: torch.Tensor, attrs: Attributes, seed: int, attribute: str, v
     cands = _candidates(attrs, seed, attribute)  # (K, 3, H, W)
     t, s = values.index(value), values.index(getattr(attrs, attribute))
     m = changed_region(cands[t : t + 1], cands[s : s + 1])[0, 0]
-    d = (lab(y[None])[:, None] - lab(cands)[None]).pow(2).sum(2)[0]  # (K, H, W)
+    d = cie76(lab(y[None]), lab(cands))  # (K, H, W)
     share = torch.bincount(d.argmin(0)[m], minlength=len(values)).float() / m.sum().clamp_min(1)
     top = share.sort(descending=True).values
     return (top[0] - top[1]).item()
+
+
+def target_read(labels: torch.Tensor, targets: list[tuple[str, str]]) -> torch.Tensor:
+    """Whether each row of ``labels`` (N, len(LABEL_ATTRIBUTES)) reads its own target value (N,) bool."""
+    cols = torch.tensor([LABEL_ATTRIBUTES.index(a) for a, _ in targets])
+    values = torch.tensor([SCHEMA[a].index(v) for a, v in targets])
+    return labels.gather(1, cols[:, None])[:, 0] == values
 
 
 def main(work: Path, oracles: dict[str, Path], sigmas: list[float], margin: float) -> None:
@@ -50,16 +56,13 @@ def main(work: Path, oracles: dict[str, Path], sigmas: list[float], margin: floa
     s = [int(seeds[int(held.faces[i])]) for i in idx]
     targets = [held.targets[i] for i in idx]
     x = held.float_images()[idx]
-    ruled = torch.stack([held.labels[i, LABEL_ATTRIBUTES.index(t[0])] == SCHEMA[t[0]].index(t[1]) for i, t in
-                         zip(idx, targets)])  # fmt: skip
+    ruled = target_read(held.labels[idx], targets)
     keys = sorted(set(targets))
     g = torch.Generator().manual_seed(0)
     for sigma in sigmas:
         noisy = (x + torch.randn(x.shape, generator=g) * 2 * sigma / 255).clamp(-1, 1)
         noisy = torch.round((noisy + 1) * 127.5) / 127.5 - 1  # back to the stored 8 bits
-        labels = rule_labels(noisy, a, s, targets)[0]
-        again = torch.stack([labels[j, LABEL_ATTRIBUTES.index(t[0])] == SCHEMA[t[0]].index(t[1]) for j, t in
-                             enumerate(targets)])  # fmt: skip
+        again = target_read(rule_labels(noisy, a, s, targets)[0], targets)
         same = {
             f"{k[0]}:{k[1]}": (again == ruled)[[t == k for t in targets]].float().mean().item() for k in keys
         }
@@ -70,27 +73,25 @@ def main(work: Path, oracles: dict[str, Path], sigmas: list[float], margin: floa
     if not oracles:
         return
     gen = assets.load_generator()
-    refs = references(gen, lat["test"].float(), held.faces).float() / 127.5 - 1.0
-    margins = []
-    for j, (attrs_j, seed_j, (attribute, value)) in enumerate(zip(a, s, targets)):
-        _candidates.cache_clear()
-        margins.append(vote_margin(x[j], attrs_j, seed_j, attribute, value))
-    _candidates.cache_clear()
+    refs = references(gen, lat["test"].float(), held.faces[idx]).float() / 127.5 - 1.0
+    margins = [vote_margin(x[j], a[j], s[j], *targets[j]) for j in range(len(targets))]
+    _candidates.cache_clear()  # renders of the faces under every value, cached while the margins are read
     tie = torch.tensor(margins) < margin
     for name, path in oracles.items():
         oracle = Oracle.from_state(
             torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
         ).eval()
-        pred = read_edits(oracle, held.float_images(), refs, held.targets)
-        reads = torch.stack([pred[t[0]][i] == SCHEMA[t[0]].index(t[1]) for i, t in zip(idx, targets)])
-        agree = reads == ruled
+        pred = read_edits(oracle, x, refs, targets)
+        agree = target_read(torch.stack([pred[n] for n in LABEL_ATTRIBUTES], 1), targets) == ruled
         for k in keys:
             sel = torch.tensor([t == k for t in targets])
-            c = collections.Counter()
-            for part, m in (("decisive", sel & ~tie), ("near tie", sel & tie)):
-                c[part] = (int(agree[m].sum()), int(m.sum()))
+            parts = {
+                p: (int(agree[m].sum()), int(m.sum()))
+                for p, m in (("decisive", sel & ~tie), ("near tie", sel & tie))
+            }
             print(
-                f"{name} {k[0]}:{k[1]}: " + ", ".join(f"{p} {n}/{d}" for p, (n, d) in c.items()), flush=True
+                f"{name} {k[0]}:{k[1]}: " + ", ".join(f"{p} {n}/{d}" for p, (n, d) in parts.items()),
+                flush=True,
             )
 
 
