@@ -8,9 +8,9 @@
 #
 # Usage:
 #   scripts/gpu_check.sh               # on the GPU machine (torch with CUDA must be installed there)
-#   scripts/gpu_check.sh --download [--all]  # where there is network: fill ./wheels (no torch; --all: + lpips,
-#                                            # scipy, wandb), then carry wheels/ to the GPU machine
-#   scripts/gpu_check.sh --download --platform manylinux2014_x86_64 --python-version 3.11   # pip download args
+#   scripts/gpu_check.sh --download    # where there is network: fill ./wheels (git-ignored) with the packages a bare
+#                                      # CUDA image lacks, as Python 3.12 x86-64 wheels; carry wheels/ there
+#   PY_VERSION=3.11 scripts/gpu_check.sh --download   # for another Python on the GPU machine
 # Environment: PYTHON (default python3), GPU_CHECK_TIMEOUT (seconds per stage, default 300),
 #   BENCH_ARGS (default "preset=ffhq1024 device=cuda precision=bf16"), ALLOW_CPU=1 (run the stages without
 #   CUDA, to check this script itself; the GPU tests then skip).
@@ -22,32 +22,25 @@ TIMEOUT=${GPU_CHECK_TIMEOUT:-300}
 BENCH_ARGS=${BENCH_ARGS:-"preset=ffhq1024 device=cuda precision=bf16"}
 WHEELS=wheels
 OUT_DIR=${OUT:-outputs/gpu_check}
-# Packages the GPU stages import beyond torch/torchvision/numpy/pillow (what a bare CUDA image lacks), about
-# 20 MB of wheels (the device tool carries at most 64 MiB). --no-deps: torch is never downloaded or replaced.
+# What a CUDA image with torch, pytorch-lightning, torchmetrics, timm, huggingface_hub, pytest and tqdm lacks
+# (the H200 image's list: ../.library/device/KINDS.md), pinned to the versions `make install` resolves here; about
+# 12 MB. Only these are installed there (--no-deps), so torch and its stack are never replaced.
 PACKAGES=(
-  hydra-core omegaconf antlr4-python3-runtime==4.9.3 PyYAML
-  pytorch-lightning lightning-utilities torchmetrics
-  open_clip_torch ftfy regex wcwidth timm huggingface_hub safetensors
-  kornia kornia_rs facenet-pytorch
-  tqdm packaging typing_extensions fsspec filelock
-  pytest pytest-timeout pluggy iniconfig
+  hydra-core==1.3.8 omegaconf==2.3.1 open_clip_torch==3.3.0 ftfy==6.3.1 wcwidth==0.9.4
+  kornia==0.9.0 kornia_rs==0.2.0 facenet-pytorch==2.5.3 lpips==0.1.4
 )
-# Not needed by the GPU stages (lpips needs scipy, ~35 MB; the W&B logger ~20 MB): --download --all adds them.
-OPTIONAL_PACKAGES=(lpips scipy wandb)
+SDISTS=(antlr4-python3-runtime==4.9.3)  # no wheel on PyPI: built here into a pure-Python wheel
 MODULES=(hydra omegaconf pytorch_lightning torchmetrics open_clip kornia facenet_pytorch tqdm pytest)
 
 if [[ "${1:-}" == "--download" ]]; then
-  shift
-  if [[ "${1:-}" == "--all" ]]; then
-    shift
-    PACKAGES+=("${OPTIONAL_PACKAGES[@]}")
-  fi
   mkdir -p "$WHEELS"
-  # binary wheels for the GPU machine's platform/python can be chosen with --platform/--python-version
-  # (pip then needs --only-binary=:all:, added here).
-  extra=()
-  [[ " $* " == *" --platform "* || " $* " == *" --python-version "* ]] && extra=(--only-binary=:all:)
-  exec "$PYTHON" -m pip download --no-deps "${extra[@]}" -d "$WHEELS" "${PACKAGES[@]}" "$@"
+  platforms=()
+  for p in manylinux_2_28_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64 any; do
+    platforms+=(--platform "$p")
+  done
+  "$PYTHON" -m pip download --no-deps --only-binary=:all: --python-version "${PY_VERSION:-3.12}" \
+    --implementation cp "${platforms[@]}" -d "$WHEELS" "${PACKAGES[@]}" || exit 1
+  exec "$PYTHON" -m pip wheel --no-deps -w "$WHEELS" "${SDISTS[@]}"
 fi
 
 mkdir -p "$OUT_DIR"
@@ -80,10 +73,12 @@ if [[ -n "$missing" ]]; then
     log "FAIL: no wheels in ./$WHEELS; fill it with: scripts/gpu_check.sh --download (where there is network)"
     exit 4
   fi
-  VENV=build/gpu-venv  # git-ignored
-  [[ -x "$VENV/bin/python" ]] || "$PYTHON" -m venv --system-site-packages "$VENV"
-  PYTHON="$VENV/bin/python"
-  "$PYTHON" -m pip install --quiet --no-index --no-deps --find-links "$WHEELS" "$WHEELS"/*.whl 2>&1 | tee -a "$OUT_DIR/gpu_check.log"
+  # a --target folder on PYTHONPATH, not a venv: the image's python may itself live in a venv, whose packages
+  # (torch) a nested --system-site-packages venv would not see
+  SITE=build/gpu-site  # git-ignored
+  "$PYTHON" -m pip install --quiet --no-index --no-deps --no-compile --upgrade --target "$SITE" "$WHEELS"/*.whl 2>&1 \
+    | tee -a "$OUT_DIR/gpu_check.log"
+  export PYTHONPATH="$PWD/$SITE${PYTHONPATH:+:$PYTHONPATH}"
   still=$("$PYTHON" - "${MODULES[@]}" <<'PY'
 import importlib.util, sys
 print(" ".join(m for m in sys.argv[1:] if importlib.util.find_spec(m) is None))

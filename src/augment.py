@@ -58,6 +58,24 @@ class MultiView(nn.Module):
         views = tuple(t.reshape(b, k, *t.shape[1:]) for t in inputs)  # each (B, K, C_i, H, W)
         return views if others else views[0]
 
+    def _apply(self, fn: Any, *args: Any, **kwargs: Any) -> MultiView:
+        """Moving the module moves kornia's samplers too; on a GPU kornia's perspective sampler then copies its
+        draws back to the host (two blocking syncs per step, measured on an H200). Draw on the CPU instead, as
+        kornia does by default (the same draws on every device), and send them over without blocking."""
+        out = super()._apply(fn, *args, **kwargs)
+        for m in self.modules():
+            if isinstance(m, K.base._BasicAugmentationBase):
+                m.set_rng_device_and_dtype(torch.device("cpu"), torch.get_default_dtype())
+        return out
+
+    def _params_to(self, params: dict[str, Any], device: torch.device) -> dict[str, Any]:
+        """Floating-point parameters (points, angles, boxes) to the images' device without a host sync; integer
+        and boolean ones (the gate, shapes) stay on the host, where kornia reads them in Python."""
+        return {
+            k: v.to(device, non_blocking=True) if isinstance(v, Tensor) and v.is_floating_point() else v
+            for k, v in params.items()
+        }
+
     def _shrink(self, t: Tensor) -> Tensor:
         """(B, C, H, W) -> shorter side ``resize_to`` (torchvision's Resize(int) sizes); never upsamples."""
         h, w = t.shape[-2:]
@@ -70,9 +88,11 @@ class MultiView(nn.Module):
     def _augment(self, inputs: list[Tensor]) -> list[Tensor]:
         if len(inputs) > 1 and isinstance(self.transform, K.IntensityAugmentationBase2D):
             params = self.transform.forward_parameters(inputs[0].shape)  # one draw, applied to each input
+            params = self._params_to(params, inputs[0].device)
             return [self.transform(t, params=params) for t in inputs]
         stacked = torch.cat(inputs, dim=1) if len(inputs) > 1 else inputs[0]  # (B*K, sum C_i, H, W)
         params = self.transform.forward_parameters(stacked.shape)  # per-sample: B*K parameter sets
+        params = self._params_to(params, stacked.device)
         out = self.transform(stacked, params=params)
         return list(out.split([t.shape[1] for t in inputs], dim=1))
 

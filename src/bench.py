@@ -34,7 +34,7 @@ Presets. ``tiny``: ``domain=tiny``. ``toyfaces``: the shipped toyfaces world whe
 architecture with random weights (64 px generator, style 128, 2 MLP layers, channel_multiplier 1, channels
 <= 128, channel_base 4096; the ``toyfaces`` ViT CLIP). ``ffhq1024``: random-weight 1024 px config-f
 generator + open_clip's ``ViT-B-32`` architecture with random weights (no download), the 79 ImageNet
-templates, batch 2, K 8; on CPU one step takes many seconds, so steps/warmup default to 3/1.
+templates, batch 2, K 8; on CPU one step takes many seconds, so steps/warmup default to 3/1 (CUDA: 20/5).
 """
 
 from __future__ import annotations
@@ -253,7 +253,7 @@ class Bench:
         memory, how = {}, ""
         for name in ("ours", "core", "official"):
             memory[name], how = peak_memory_mb(variants[name], device)
-        syncs = self.count_host_syncs() if device.type == "cuda" else None
+        syncs, sync_sites = self.count_host_syncs() if device.type == "cuda" else (None, None)
         step, core, src, official = med["ours"], med["core"], med["source_render"], med["official"]
         return {
             "preset": opts["preset"],
@@ -292,21 +292,50 @@ class Bench:
             "peak_mem_mb": {k: round(v, 1) for k, v in memory.items()},
             "peak_mem_method": how,
             "host_syncs_per_step": syncs,
+            "host_sync_sites": sync_sites,
             "loadavg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         }
 
-    def count_host_syncs(self) -> int | None:
-        """CUDA only: synchronising calls inside one of our steps (torch's sync debug mode, warn level)."""
+    def count_host_syncs(self) -> tuple[int, list[str]]:
+        """CUDA only: synchronising calls inside one of our steps (torch's sync debug mode, warn level), and
+        where each happened (``file:line`` of the op, plus our innermost frame when the op is in a library)."""
+        import traceback
         import warnings
 
-        with warnings.catch_warnings(record=True) as caught:
+        sites: list[str] = []
+
+        def record(message, category, filename, lineno, file=None, line=None) -> None:
+            # torch's own "Synchronization debug mode is a prototype feature ..." notice is not a sync
+            if "synchronizing cuda operation" not in str(message).lower():
+                return
+            where = f"{_short(filename)}:{lineno}"
+            skip = (__file__, filename, warnings.__file__)
+            stack = [f for f in traceback.extract_stack()[:-1] if f.filename not in skip]
+            ours = [f for f in stack if f"{os.sep}src{os.sep}" in f.filename]
+            via = ours[-1:] or stack[-1:]  # our innermost frame, else whoever called into that file
+            if via:
+                where += f" (from {_short(via[0].filename)}:{via[0].lineno})"
+            sites.append(where)
+
+        with warnings.catch_warnings():
             warnings.simplefilter("always")
+            warnings.showwarning = record
             torch.cuda.set_sync_debug_mode("warn")
             try:
                 self.ours()
             finally:
                 torch.cuda.set_sync_debug_mode("default")
-        return sum("synchroniz" in str(w.message).lower() for w in caught)
+        return len(sites), sites
+
+
+def _short(path: str) -> str:
+    """A path from its package on (``src/module.py``, ``kornia/...``), for readable sync sites."""
+    parts = path.split(os.sep)
+    for anchor in ("src", "site-packages"):
+        if anchor in parts:
+            i = len(parts) - 1 - parts[::-1].index(anchor)
+            return os.sep.join(parts[i + (anchor == "site-packages") :])
+    return path
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -32,8 +32,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         ],
         "batch": 2,
         "views": 8,
-        "steps": 3,
+        "steps": 3,  # on CPU one step takes seconds
         "warmup": 1,
+        "cuda_steps": 20,  # on a GPU ~0.1 s: enough rounds for a stable median, warm-up past autotuning
+        "cuda_warmup": 5,
         "reg": False,
     },
 }
@@ -95,8 +97,8 @@ def parse_args(argv: list[str], usage: str = "") -> tuple[dict[str, Any], list[s
     opts = {
         "preset": preset,
         "device": device,
-        "steps": int(raw.get("steps", p["steps"])),
-        "warmup": int(raw.get("warmup", p["warmup"])),
+        "steps": int(raw.get("steps", p.get(f"{device}_steps", p["steps"]))),
+        "warmup": int(raw.get("warmup", p.get(f"{device}_warmup", p["warmup"]))),
         "batch": int(raw.get("batch", p["batch"])),
         "views": int(raw.get("views", p["views"])),
         "precision": precision,

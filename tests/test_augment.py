@@ -124,3 +124,16 @@ def test_border_fill_value(name: str, fill: float) -> None:
     assert outside.any() and (cover > 1 - 1e-4).any()
     got = views.permute(0, 1, 3, 4, 2)[outside]  # (N, C) pixels fully outside the source image
     torch.testing.assert_close(got, torch.full_like(got, fill))
+
+
+def test_moving_multiview_keeps_kornia_drawing_on_the_host():
+    """Moving the module (to a GPU, a dtype) leaves kornia's draws on the CPU in the default dtype: the same
+    views for the same seed, and no device-to-host copies of draws (two host syncs per step on an H200)."""
+    mv = MultiView(perspective(0.5), num_views=4)
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    torch.manual_seed(0)
+    before = mv(x)
+    mv = mv.to(torch.float64)  # kornia alone would now draw in float64 (on CUDA, on the GPU)
+    assert mv.transform.device == torch.device("cpu") and mv.transform.dtype == torch.get_default_dtype()
+    torch.manual_seed(0)
+    torch.testing.assert_close(mv(x), before)
