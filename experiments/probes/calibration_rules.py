@@ -4,7 +4,7 @@ The build's calibrate stage caches its labelled sets in <work>/calibration.pt; i
 judge's rule labels (region fidelity + nearest-target vote, ``calib_nearest``) and whether region fidelity alone
 reads each image's target. This reads every oracle given on those images, as the judge reads them (beside the
 reconstruction of each face), and prints per counterfactual value its agreement with both rules, overall and on
-mapper edits only.
+mapper edits only, and with the judge's rule per held-out mapper run (a value's agreement rests on 1-2 runs).
 
 Usage: python experiments/probes/calibration_rules.py <work dir> NAME=<oracle .pt> [NAME=<oracle .pt> ...]
 (an oracle file: a build's oracle.pt / oracle_calibrated.pt, or an unpacked asset). Evaluation only.
@@ -18,7 +18,7 @@ import torch
 
 from src.toyworld import assets
 from src.toyworld.calibration import agreement
-from src.toyworld.calibration_set import CalibrationSet, read_edits, references
+from src.toyworld.calibration_set import CalibrationSet, read_edits, references, run_checkpoints
 from src.toyworld.oracle import Oracle
 
 
@@ -32,6 +32,11 @@ def main(work: Path, oracles: dict[str, Path]) -> dict:
     mapper = torch.tensor([k == "mapper edit" for k in held.kinds])
     rule_reads = {"vote": None, "fidelity": held.fidelity_ok}  # None: the labels' own target reading
     out = {"n": len(held), "n_mapper": int(mapper.sum())}
+    # the mapper edits close the set, run after run in run_checkpoints' order, the same faces count per checkpoint
+    runs = run_checkpoints(work / "calibration_runs" / "heldout")
+    per_ckpt = int(mapper.sum()) // max(1, sum(len(c) for c in runs))
+    first = len(held) - int(mapper.sum())
+    assert bool(mapper[first:].all()) and per_ckpt * sum(len(c) for c in runs) == int(mapper.sum())
     for name, path in oracles.items():
         oracle = Oracle.from_state(
             torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
@@ -43,6 +48,16 @@ def main(work: Path, oracles: dict[str, Path]) -> dict:
             targets = [t for t, m in zip(held.targets, mapper) if m]
             on_mapper = None if reads is None else reads[mapper]
             out[f"{name} vs {rule}, mapper edits"] = agreement(sub, held.labels[mapper], targets, on_mapper)[
+                "target"
+            ]
+        start = first
+        for ckpts in runs:
+            block = slice(start, start + per_ckpt * len(ckpts))
+            start = block.stop
+            assert len(set(held.targets[block])) == 1, "held-out mapper edits out of run order"
+            sub = {a: p[block] for a, p in pred.items()}
+            run = ckpts[-1].parent.parent.name
+            out[f"{name} vs vote, run {run}"] = agreement(sub, held.labels[block], held.targets[block])[
                 "target"
             ]
     return out
