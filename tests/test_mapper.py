@@ -50,6 +50,24 @@ def test_pixelnorm_layer_quirk_sees_only_signs():
     assert not torch.allclose(fixed(t), fixed(scaled), atol=1e-3)
 
 
+@pytest.mark.parametrize("axis", ["feature", "layer"])
+def test_batched_tem_equals_each_net_run_alone(axis):
+    """The TEM's one batched matmul per layer = its L nets run one by one (outputs and weight gradients)."""
+    torch.manual_seed(0)
+    tem = TextEmbeddingMapper(n_latent=5, text_dim=6, latent_dim=4, pixelnorm_axis=axis)
+    for p in tem.parameters():  # non-zero biases, so a bias mix-up cannot pass
+        torch.nn.init.normal_(p, std=50.0)
+    t = torch.randn(3, 6)
+    batched = tem(t)
+    alone = torch.cat([net(t.unsqueeze(1)) for net in tem.nets], dim=1)  # (B, L, D)
+    torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(alone)
+    grads = torch.autograd.grad((batched * g).sum(), list(tem.parameters()))
+    expected = torch.autograd.grad((alone * g).sum(), list(tem.parameters()))
+    for a, b in zip(grads, expected):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_edit_is_residual():
     w, d = torch.randn(2, 4, 3), torch.randn(2, 4, 3)
     assert torch.allclose(apply_edit(w, d, 0.1), w + 0.1 * d)
