@@ -329,12 +329,11 @@ class Bench:
 
 
 def _short(path: str) -> str:
-    """A path from its package on (``src/module.py``, ``kornia/...``), for readable sync sites."""
-    parts = path.split(os.sep)
-    for anchor in ("src", "site-packages"):
-        if anchor in parts:
-            i = len(parts) - 1 - parts[::-1].index(anchor)
-            return os.sep.join(parts[i + (anchor == "site-packages") :])
+    """A path relative to the sys.path entry it is imported from (``src/module.py``, ``kornia/...``)."""
+    roots = sorted((os.path.abspath(p or ".") for p in sys.path), key=len, reverse=True)
+    for root in roots:
+        if path.startswith(root + os.sep):
+            return path[len(root) + 1 :]
     return path
 
 

@@ -123,6 +123,17 @@ def test_parse_args_defaults_and_errors() -> None:
         parse_args(["steps"])
 
 
+def test_sync_sites_are_named_from_their_package() -> None:
+    """host_sync_sites name files from the sys.path entry they come from: ``kornia/...``, ``src/...``."""
+    import kornia
+
+    import src.module
+    from src.bench import _short
+
+    assert _short(kornia.__file__) == os.path.join("kornia", "__init__.py")
+    assert _short(src.module.__file__) == os.path.join("src", "module.py")
+
+
 @pytest.mark.gpu
 def test_cuda_step_has_no_host_syncs() -> None:
     """On a GPU our step (compute_context + loss + backward + optimizer step) never waits for the device."""
