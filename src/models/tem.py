@@ -55,8 +55,8 @@ class TextEmbeddingMapper(nn.Module):
         )
 
     def forward(self, text: torch.Tensor) -> torch.Tensor:
-        """(B, E) -> (B, L, D): the L nets run as one batched matmul per layer (their weights stacked per call;
-        same maths and state-dict keys as running each net, a few kernels instead of ~16 per net and layer)."""
+        """(B, E) -> (B, L, D): the L nets run as one batched matmul per layer, their weights stacked per call (the
+        same maths and state-dict keys as running each net; one kernel per layer for all nets, on a GPU)."""
         # each net sees (B, 1, E) as in the official code, so the "layer" PixelNorm quirk is exact; the norm has
         # no parameters, so it is computed once for all nets
         x = self.nets[0][0](text.unsqueeze(1))[:, 0]  # (B, E)
