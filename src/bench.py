@@ -311,7 +311,7 @@ class Bench:
             where = f"{_short(filename)}:{lineno}"
             skip = (__file__, filename, warnings.__file__)
             stack = [f for f in traceback.extract_stack()[:-1] if f.filename not in skip]
-            ours = [f for f in stack if f"{os.sep}src{os.sep}" in f.filename]
+            ours = [f for f in stack if _short(f.filename).startswith("src" + os.sep)]
             via = ours[-1:] or stack[-1:]  # our innermost frame, else whoever called into that file
             if via:
                 where += f" (from {_short(via[0].filename)}:{via[0].lineno})"

@@ -91,14 +91,15 @@ def parse_args(argv: list[str], usage: str = "") -> tuple[dict[str, Any], list[s
         raise SystemExit(f"bench: unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
     p = PRESETS[preset]
     device = raw.get("device", "cuda" if torch.cuda.is_available() else "cpu")
+    kind = device.split(":")[0]  # cuda:1 gets the CUDA defaults too
     precision = raw.get("precision", "32")
     if precision not in ("32", "bf16"):
         raise SystemExit(f"bench: precision must be 32 or bf16, got {precision!r}")
     opts = {
         "preset": preset,
         "device": device,
-        "steps": int(raw.get("steps", p.get(f"{device}_steps", p["steps"]))),
-        "warmup": int(raw.get("warmup", p.get(f"{device}_warmup", p["warmup"]))),
+        "steps": int(raw.get("steps", p.get(f"{kind}_steps", p["steps"]))),
+        "warmup": int(raw.get("warmup", p.get(f"{kind}_warmup", p["warmup"]))),
         "batch": int(raw.get("batch", p["batch"])),
         "views": int(raw.get("views", p["views"])),
         "precision": precision,

@@ -34,9 +34,10 @@ def main(work: Path, oracles: dict[str, Path]) -> dict:
     out = {"n": len(held), "n_mapper": int(mapper.sum())}
     # the mapper edits close the set, run after run in run_checkpoints' order, the same faces count per checkpoint
     runs = run_checkpoints(work / "calibration_runs" / "heldout")
-    per_ckpt = int(mapper.sum()) // max(1, sum(len(c) for c in runs))
-    first = len(held) - int(mapper.sum())
-    assert bool(mapper[first:].all()) and per_ckpt * sum(len(c) for c in runs) == int(mapper.sum())
+    n_mapper, n_ckpts = int(mapper.sum()), sum(len(c) for c in runs)
+    per_ckpt = n_mapper // max(1, n_ckpts)
+    first = len(held) - n_mapper
+    assert bool(mapper[first:].all()) and per_ckpt * n_ckpts == n_mapper
     for name, path in oracles.items():
         oracle = Oracle.from_state(
             torch.load(path, map_location="cpu", weights_only=True)["state_dict"]

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from src.models.layers import EqualLinear, PixelNorm
+from src.models.layers import EqualLinear, PixelNorm, fused_leaky_relu
 
 
 class MappingNet(nn.Sequential):
@@ -65,8 +62,9 @@ class TextEmbeddingMapper(nn.Module):
             first = layers[0]
             weight = torch.stack([m.weight for m in layers]) * first.scale  # (L, D_out, D_in)
             bias = torch.stack([m.bias for m in layers]) * first.lr_mul  # (L, D_out)
-            x = torch.einsum("bi,loi->blo" if x.ndim == 2 else "bli,loi->blo", x, weight) + bias
-            x = F.leaky_relu(x, 0.2) * math.sqrt(2)  # EqualLinear's fused_lrelu
+            x = fused_leaky_relu(
+                torch.einsum("bi,loi->blo" if x.ndim == 2 else "bli,loi->blo", x, weight) + bias
+            )
         return x  # (B, L, D)
 
 
