@@ -15,6 +15,9 @@
 # shipped calibration: 8 + 24 fitting runs, every value fitted on 4 (loss, augmentation) pairs).
 # RECIPE=1: also one default-recipe fitting run per value (seed 2000 + value, 400 steps, a checkpoint every 100;
 # .../fit/recipe_<attribute>_<value>), the kind of edit the judge mostly judges. Default 0.
+# FOCUS="lip_color:blue lip_color:black": those values also get a fitting run on every (loss, augmentation) pair
+# not yet used for them but their held-out run's (EXTRA=3: 7 more each; seed 3000 + 12 v + pair, 150 steps;
+# .../fit/focus_<attribute>_<value>_p<pair>): more varied edits where the oracle agrees least with the rule.
 set -euo pipefail
 WORK=${1:-build/toyfaces}
 EXTRA=${EXTRA:-0}
@@ -27,13 +30,14 @@ VALS=("ears pointed|face with elf ears" "eyebrow_color purple|face with purple e
 LOSSES=(clip_nce directional global)
 AUGS=(perspective affine crop none)
 RECIPE=${RECIPE:-0}
+FOCUS=${FOCUS:-}
 [[ "$EXTRA" =~ ^[0-3]$ ]] || { echo "EXTRA must be 0-3, got $EXTRA" >&2; exit 2; }
 [[ "$RECIPE" =~ ^[01]$ ]] || { echo "RECIPE must be 0 or 1, got $RECIPE" >&2; exit 2; }
 SHARD=${SHARD:-0/1}
 [[ "$SHARD" =~ ^([0-9]+)/([1-9][0-9]*)$ ]] && [ "${BASH_REMATCH[1]}" -lt "${BASH_REMATCH[2]}" ] || {
   echo "SHARD must be k/n with 0 <= k < n, got $SHARD" >&2; exit 2; }
 SHARD_K=${BASH_REMATCH[1]} SHARD_N=${BASH_REMATCH[2]} RUN_INDEX=-1
-SHIFTS=(0 5 9 1)  # (loss, aug) pair of value v's k-th fitting run: (v + SHIFTS[k]) mod 12; held out: v + 8
+SHIFTS=(0 5 9 1 2 3 4 6 7 10 11)  # (loss, aug) pair of value v's k-th fitting run: (v + SHIFTS[k]) mod 12; held out: v + 8
 
 # one_run OUT SEED STEPS EVERY TEXT ATTR VAL [overrides...]
 one_run() {
@@ -72,3 +76,14 @@ if [ "$RECIPE" = 1 ]; then
     one_run "$WORK/calibration_runs/fit/recipe_${attr}_$val" $((2000 + v)) 400 100 "$text" "$attr" "$val"
   done
 fi
+for spec in $FOCUS; do
+  v=-1
+  for j in $(seq 0 7); do [ "${VALS[$j]%%|*}" = "${spec/:/ }" ] && v=$j; done
+  [ "$v" -ge 0 ] || { echo "FOCUS: unknown value $spec (attribute:value, one of the counterfactual values)" >&2; exit 2; }
+  value_spec "$v"
+  for k in $(seq $((1 + EXTRA)) 10); do
+    c=$(((v + SHIFTS[k]) % 12))
+    one_run "$WORK/calibration_runs/fit/focus_${attr}_${val}_p$(printf %02d "$c")" $((3000 + 12 * v + c)) 150 50 \
+      "$text" "$attr" "$val" loss="${LOSSES[$((c % 3))]}" aug="${AUGS[$((c / 3))]}"
+  done
+done
