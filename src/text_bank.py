@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.data.prompts import Prompt, part_negatives
+from src.data.prompts import Prompt, content_words, part_negatives
 from src.losses.base import TextFeatures
 
 log = logging.getLogger("cfclip")
@@ -52,9 +52,22 @@ def encode_prompt(clip: nn.Module, prompt: Prompt) -> TextFeatures:
 
 
 @torch.no_grad()
+def tem_embedding(clip: nn.Module, prompt: Prompt) -> torch.Tensor:
+    """The TEM's input (E,). ``sentence``: the target's raw CLIP embedding. ``words``: the mean of the unit
+    embeddings of its content words, each encoded alone, minus the source's unit embedding (what all prompts
+    share): additive in the words, so "blue lipstick" is "blue eyes" + "red lipstick" - "red eyes"."""
+    if prompt.tem_input == "sentence":
+        return clip.encode_text([prompt.target], normalize=False)[0].float()
+    words = F.normalize(
+        clip.encode_text(content_words(prompt.target, prompt.source)).float(), dim=-1
+    )  # (W, E)
+    return words.mean(0) - F.normalize(clip.encode_text([prompt.source]).float(), dim=-1)[0]
+
+
+@torch.no_grad()
 def encode_with_embedding(clip: nn.Module, prompt: Prompt) -> tuple[TextFeatures, torch.Tensor]:
-    """The prompt's text features and its raw (unnormalised) target embedding (E,), the TEM's input."""
-    return encode_prompt(clip, prompt), clip.encode_text([prompt.target], normalize=False)[0].float()
+    """The prompt's text features and the TEM's input (E,)."""
+    return encode_prompt(clip, prompt), tem_embedding(clip, prompt)
 
 
 def check_generalises(trained: Sequence[str], text: str, label: str, accepted: Sequence[str] = ()) -> str:
@@ -122,7 +135,14 @@ class TextBank(nn.Module):
             return self.features(i), self.embeddings[i]
         if text not in self._other:
             p = self.prompts[0]
-            prompt = Prompt(text, p.source, p.templates, negatives=[], auto_negatives=p.auto_negatives)
+            prompt = Prompt(
+                text,
+                p.source,
+                p.templates,
+                negatives=[],
+                auto_negatives=p.auto_negatives,
+                tem_input=p.tem_input,
+            )
             self._other[text] = encode_with_embedding(clip, prompt)
         feats, emb = self._other[text]
         device = self.embeddings.device

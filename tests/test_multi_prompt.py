@@ -9,7 +9,7 @@ import torch
 from hydra.utils import instantiate
 
 from src.builders import build
-from src.data.prompts import prompt_set, short_name
+from src.data.prompts import content_words, prompt_set, short_name
 from src.toyworld.attributes import values_in_text
 from tests.conftest import FAST, compose_train
 
@@ -25,6 +25,35 @@ def test_prompt_set_names_and_errors():
         prompt_set("elf ears", "face")
     with pytest.raises(ValueError, match="repeats"):
         prompt_set(["elf ears", "elf ears"], "face")
+
+
+def test_words_tem_input_is_additive_in_the_words(tmp_path):
+    """prompt.tem_input=words: the TEM reads the mean of the content words' unit embeddings minus the source's, so a
+    text of trained words is an exact mix of trained inputs, for the run's prompts and any text asked later."""
+    assert content_words("face with elf ears and green lipstick", "face") == [
+        "elf",
+        "ears",
+        "green",
+        "lipstick",
+    ]
+    with pytest.raises(ValueError, match="no word beyond"):
+        content_words("face with a face", "face")
+    with pytest.raises(ValueError, match="tem_input"):
+        prompt_set(["elf ears"], "face", tem_input="tokens")
+    texts = ["face with blue eyes", "face with red lipstick", "face with red eyes"]
+    words = ["prompt=multi", f"prompt.targets=[{','.join(texts)}]", "prompt.tem_input=words"]
+    m, _ = build(compose_train([*FAST, *words], tmp_path))
+    e = m.texts.embeddings  # (3, E)
+    blue_lips = m.texts.lookup(m.clip, "face with blue lipstick")[1]
+    torch.testing.assert_close(
+        blue_lips, e[0] + e[1] - e[2]
+    )  # blue + (lipstick) = blue eyes + red lips - red eyes
+    assert m.texts.novelty(m.clip, "face with blue lipstick")["text_residual"] < 1e-3
+    sentence, _ = build(compose_train([*FAST, *words[:2]], tmp_path))
+    torch.testing.assert_close(
+        sentence.texts.features(1).target, m.texts.features(1).target
+    )  # losses unchanged
+    assert not torch.allclose(sentence.texts.embeddings, e)
 
 
 def test_a_mixed_batch_uses_each_samples_own_text(tmp_path):

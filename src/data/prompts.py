@@ -40,7 +40,9 @@ class Prompt:
 
     ``negatives``: texts the edit must not move toward ("face with green eyes" for green lipstick), extra
     negatives of the CLIP-NCE loss (other losses ignore them). ``auto_negatives`` ({parts, max_cos}) derives
-    more by one rule for every prompt (:func:`part_negatives`), once the CLIP is known."""
+    more by one rule for every prompt (:func:`part_negatives`), once the CLIP is known. ``tem_input``: what the
+    text-conditioned mapper reads, ``"sentence"`` (the paper: the target's CLIP embedding) or ``"words"``
+    (:func:`content_words`, each embedded alone: texts made of trained words lie in the trained span)."""
 
     target: str
     source: str
@@ -48,8 +50,11 @@ class Prompt:
     name: str = ""
     negatives: list[str] = field(default_factory=list)
     auto_negatives: dict | None = None
+    tem_input: str = "sentence"
 
     def __post_init__(self) -> None:
+        if self.tem_input not in TEM_INPUTS:
+            raise ValueError(f"prompt.tem_input must be one of {TEM_INPUTS}, got {self.tem_input!r}")
         self.target = check_text(self.target, "target prompt")
         self.source = check_text(self.source, "source text")
         if isinstance(self.negatives, str):
@@ -61,6 +66,23 @@ class Prompt:
 
     def with_templates(self, text: str) -> list[str]:
         return [t.format(text) for t in self.templates]
+
+
+TEM_INPUTS = ("sentence", "words")
+# function words that every prompt shares or that name no content ("face with elf ears and green lipstick")
+STOPWORDS = frozenset("a an the and with of in on at to for or".split())
+
+
+def content_words(target: str, source: str) -> list[str]:
+    """The words of ``target`` that say what the edit is: not a word of ``source``, nor a function word.
+    "face with elf ears and green lipstick" (source "face") -> ["elf", "ears", "green", "lipstick"]."""
+    drop = STOPWORDS | set(source.lower().split())
+    words = [w for w in target.lower().split() if w not in drop]
+    if not words:
+        raise ValueError(
+            f"the prompt {target!r} has no word beyond the source text {source!r} and function words"
+        )
+    return words
 
 
 def part_negatives(
@@ -98,6 +120,7 @@ def prompt_set(
     negatives: Sequence[str] = (),
     auto_negatives: dict | None = None,
     name: str = "multi",
+    tem_input: str = "sentence",
 ) -> list[Prompt]:
     """Several prompts for one text-conditioned mapper (``prompt=multi``): one :class:`Prompt` per target text,
     sharing the source text, the templates and the negative rule; each named after its text."""
@@ -110,4 +133,7 @@ def prompt_set(
     if len(set(texts)) != len(texts):
         raise ValueError(f"prompt.targets repeats a text: {texts}")
     loaded = load_templates(templates) if isinstance(templates, str) else list(templates)
-    return [Prompt(t, source, loaded, short_name(t, source), list(negatives), auto_negatives) for t in texts]
+    return [
+        Prompt(t, source, loaded, short_name(t, source), list(negatives), auto_negatives, tem_input)
+        for t in texts
+    ]
