@@ -8,6 +8,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from src.data.latents import LatentDataModule
+from src.data.prompts import tem_factors
 from src.module import CFCLIPModule
 from src.utils.loggers import scrub_secrets
 
@@ -25,7 +26,10 @@ def build(cfg: DictConfig) -> tuple[CFCLIPModule, LatentDataModule]:
     clip = instantiate(cfg.domain.clip)
     prompt = instantiate(cfg.prompt)
     mapper = instantiate(cfg.model.mapper)(
-        n_latent=generator.n_latent, latent_dim=generator.style_dim, text_dim=clip.embed_dim
+        n_latent=generator.n_latent,
+        latent_dim=generator.style_dim,
+        text_dim=clip.embed_dim,
+        text_factors=tem_factors(prompt),
     )
     module = CFCLIPModule(
         generator=generator,

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from PIL import Image
 from torchvision.utils import make_grid, save_image
 
+from src.data.prompts import tem_factors
 from src.photo import align_photo, invert_images, letterbox, to_tensor
 from src.utils.errors import run_task
 from src.utils.loggers import quiet_library_logs
@@ -100,7 +101,10 @@ def load_editors(ckpts: list[str], device: torch.device) -> tuple[Any, DictConfi
                 "edit with checkpoints of one domain at a time"
             )
         mapper = instantiate(cfg.model.mapper)(
-            n_latent=gen.n_latent, latent_dim=gen.style_dim, text_dim=clip.embed_dim
+            n_latent=gen.n_latent,
+            latent_dim=gen.style_dim,
+            text_dim=clip.embed_dim,
+            text_factors=tem_factors(instantiate(cfg.prompt)),
         )
         mapper.load_state_dict(
             {k[len("mapper.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("mapper.")}

@@ -55,13 +55,22 @@ def encode_prompt(clip: nn.Module, prompt: Prompt) -> TextFeatures:
 def tem_embedding(clip: nn.Module, prompt: Prompt) -> torch.Tensor:
     """The TEM's input (E,). ``sentence``: the target's raw CLIP embedding. ``words``: the mean of the unit
     embeddings of its content words, each encoded alone, minus the source's unit embedding (what all prompts
-    share): additive in the words, so "blue lipstick" is "blue eyes" + "red lipstick" - "red eyes"."""
+    share): additive in the words, so "blue lipstick" is "blue eyes" + "red lipstick" - "red eyes".
+    ``factored`` (2E,): the same for the modifier words (all but the last content word; zeros if none), then for
+    the noun (the last one, as in :func:`part_negatives`)."""
     if prompt.tem_input == "sentence":
         return clip.encode_text([prompt.target], normalize=False)[0].float()
-    words = F.normalize(
-        clip.encode_text(content_words(prompt.target, prompt.source)).float(), dim=-1
-    )  # (W, E)
-    return words.mean(0) - F.normalize(clip.encode_text([prompt.source]).float(), dim=-1)[0]
+    source = F.normalize(clip.encode_text([prompt.source]).float(), dim=-1)[0]  # (E,)
+
+    def mean_minus_source(words: list[str]) -> torch.Tensor:
+        if not words:
+            return torch.zeros_like(source)
+        return F.normalize(clip.encode_text(words).float(), dim=-1).mean(0) - source
+
+    words = content_words(prompt.target, prompt.source)
+    if prompt.tem_input == "words":
+        return mean_minus_source(words)
+    return torch.cat([mean_minus_source(words[:-1]), mean_minus_source(words[-1:])])
 
 
 @torch.no_grad()

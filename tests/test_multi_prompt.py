@@ -56,6 +56,25 @@ def test_words_tem_input_is_additive_in_the_words(tmp_path):
     assert not torch.allclose(sentence.texts.embeddings, e)
 
 
+def test_factored_tem_input_binds_modifier_to_noun(tmp_path):
+    """prompt.tem_input=factored: the TEM input is (modifier, noun), each half shared with the texts that share the
+    word, and the mapper multiplies the two halves' codes (a second TEM, tem_noun)."""
+    texts = ["face with blue eyes", "face with red lipstick"]
+    over = ["prompt=multi", f"prompt.targets=[{','.join(texts)}]", "prompt.tem_input=factored"]
+    m, _ = build(compose_train([*FAST, *over], tmp_path))
+    e = m.texts.embeddings
+    width = m.mapper.text_dim
+    assert e.shape == (2, 2 * width) and m.mapper.text_factors == 2 and hasattr(m.mapper, "tem_noun")
+    blue_lips = m.texts.lookup(m.clip, "face with blue lipstick")[1]
+    torch.testing.assert_close(blue_lips[:width], e[0, :width])  # "blue", as in blue eyes
+    torch.testing.assert_close(blue_lips[width:], e[1, width:])  # "lipstick", as in red lipstick
+    w = torch.randn(3, m.generator.n_latent, m.generator.style_dim)
+    out = m.edit(w, text="face with blue lipstick")
+    assert out.shape == w.shape and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match=rf"\(B, {2 * width}\)"):
+        m.mapper(w, e[:1, :width].expand(3, -1))
+
+
 def test_a_mixed_batch_uses_each_samples_own_text(tmp_path):
     """The multi-prompt loss of a batch = the one-prompt runs' losses on the same samples, weighted by share."""
     torch.manual_seed(0)

@@ -42,7 +42,9 @@ class Prompt:
     negatives of the CLIP-NCE loss (other losses ignore them). ``auto_negatives`` ({parts, max_cos}) derives
     more by one rule for every prompt (:func:`part_negatives`), once the CLIP is known. ``tem_input``: what the
     text-conditioned mapper reads, ``"sentence"`` (the paper: the target's CLIP embedding) or ``"words"``
-    (:func:`content_words`, each embedded alone: texts made of trained words lie in the trained span)."""
+    (:func:`content_words`, each embedded alone: texts made of trained words lie in the trained span) or
+    ``"factored"`` (the modifier words and the noun apart, for a mapper that multiplies their codes: a colour
+    bound to a part)."""
 
     target: str
     source: str
@@ -68,7 +70,7 @@ class Prompt:
         return [t.format(text) for t in self.templates]
 
 
-TEM_INPUTS = ("sentence", "words")
+TEM_INPUTS = ("sentence", "words", "factored")
 # function words that every prompt shares or that name no content ("face with elf ears and green lipstick")
 STOPWORDS = frozenset("a an the and with of in on at to for or".split())
 
@@ -83,6 +85,12 @@ def content_words(target: str, source: str) -> list[str]:
             f"the prompt {target!r} has no word beyond the source text {source!r} and function words"
         )
     return words
+
+
+def tem_factors(prompt: Prompt | Sequence[Prompt]) -> int:
+    """How many E-sized pieces the TEM input of these prompts has: 2 for ``factored`` (modifier, noun), else 1."""
+    first = prompt if isinstance(prompt, Prompt) else prompt[0]
+    return 2 if first.tem_input == "factored" else 1
 
 
 def part_negatives(

@@ -55,6 +55,8 @@ class CFCLIPMapper(nn.Module):
     """delta = LevelsMapper(Fusion(w, TEM(text))) with TEM, or LevelsMapper(w) without (StyleCLIP's mapper).
 
     Sizes come from the generator and CLIP at build time (n_latent, latent_dim, text_dim): nothing hard-coded.
+    ``text_factors=2`` (``prompt.tem_input=factored``): the text is (modifier, noun), each (B, text_dim) through its
+    own TEM, and their codes multiply, so a colour's code is bound to the part it names.
     """
 
     def __init__(
@@ -68,11 +70,17 @@ class CFCLIPMapper(nn.Module):
         fine: bool = True,
         n_layers: int = 4,
         pixelnorm_axis: str = "feature",
+        text_factors: int = 1,
     ):
         super().__init__()
+        if text_factors not in (1, 2):
+            raise ValueError(f"text_factors must be 1 or 2, got {text_factors}")
         self.n_latent, self.latent_dim, self.text_dim, self.use_tem = n_latent, latent_dim, text_dim, use_tem
+        self.text_factors = text_factors
         if use_tem:
             self.tem = TextEmbeddingMapper(n_latent, text_dim, latent_dim, n_layers, pixelnorm_axis)
+            if text_factors == 2:
+                self.tem_noun = TextEmbeddingMapper(n_latent, text_dim, latent_dim, n_layers, pixelnorm_axis)
             self.fusion = Fusion(latent_dim)
         self.mapper = LevelsMapper(n_latent, latent_dim, coarse, medium, fine, n_layers, pixelnorm_axis)
 
@@ -86,9 +94,15 @@ class CFCLIPMapper(nn.Module):
         if self.use_tem:
             if text is None:
                 raise ValueError("this mapper uses TEM (model.tem=true) and needs the target text embedding")
-            if text.shape != (w.shape[0], self.text_dim):
-                raise ValueError(f"text embedding must be (B, {self.text_dim}), got {tuple(text.shape)}")
-            x = self.fusion(w, self.tem(text.to(w.dtype)))
+            width = self.text_dim * self.text_factors
+            if text.shape != (w.shape[0], width):
+                raise ValueError(f"text embedding must be (B, {width}), got {tuple(text.shape)}")
+            text = text.to(w.dtype)
+            if self.text_factors == 1:
+                t_w = self.tem(text)
+            else:  # (modifier, noun) codes multiply: (B, L, D)
+                t_w = self.tem(text[:, : self.text_dim]) * self.tem_noun(text[:, self.text_dim :])
+            x = self.fusion(w, t_w)
         return self.mapper(x)
 
 
