@@ -25,16 +25,10 @@ def build(cfg: DictConfig) -> tuple[CFCLIPModule, LatentDataModule]:
     generator = instantiate(cfg.domain.generator)
     clip = instantiate(cfg.domain.clip)
     prompt = instantiate(cfg.prompt)
-    mapper = instantiate(cfg.model.mapper)(
-        n_latent=generator.n_latent,
-        latent_dim=generator.style_dim,
-        text_dim=clip.embed_dim,
-        text_factors=tem_factors(prompt),
-    )
     module = CFCLIPModule(
         generator=generator,
         clip=clip,
-        mapper=mapper,
+        mapper=build_mapper(cfg, generator, clip, prompt),
         loss=instantiate(cfg.loss),
         augment=instantiate(cfg.aug),
         prompt=prompt,
@@ -47,6 +41,16 @@ def build(cfg: DictConfig) -> tuple[CFCLIPModule, LatentDataModule]:
     datamodule = instantiate(cfg.data)
     datamodule.attach_generator(generator)
     return module, datamodule
+
+
+def build_mapper(cfg: DictConfig, generator: Any, clip: Any, prompt: Any) -> Any:
+    """The run's mapper, sized from its generator, CLIP and prompts (the TEM input's width: ``tem_factors``)."""
+    return instantiate(cfg.model.mapper)(
+        n_latent=generator.n_latent,
+        latent_dim=generator.style_dim,
+        text_dim=clip.embed_dim,
+        text_factors=tem_factors(prompt),
+    )
 
 
 def plain_config(cfg: DictConfig) -> dict[str, Any]:

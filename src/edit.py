@@ -29,7 +29,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from PIL import Image
 from torchvision.utils import make_grid, save_image
 
-from src.data.prompts import tem_factors
+from src.builders import build_mapper
 from src.photo import align_photo, invert_images, letterbox, to_tensor
 from src.utils.errors import run_task
 from src.utils.loggers import quiet_library_logs
@@ -100,12 +100,7 @@ def load_editors(ckpts: list[str], device: torch.device) -> tuple[Any, DictConfi
                 f"{path} was trained on another domain ({cfg.domain.name}) than {ckpts[0]} ({run_cfg.domain.name}); "
                 "edit with checkpoints of one domain at a time"
             )
-        mapper = instantiate(cfg.model.mapper)(
-            n_latent=gen.n_latent,
-            latent_dim=gen.style_dim,
-            text_dim=clip.embed_dim,
-            text_factors=tem_factors(instantiate(cfg.prompt)),
-        )
+        mapper = build_mapper(cfg, gen, clip, instantiate(cfg.prompt))
         mapper.load_state_dict(
             {k[len("mapper.") :]: v for k, v in ckpt["state_dict"].items() if k.startswith("mapper.")}
         )

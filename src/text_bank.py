@@ -3,6 +3,7 @@ any other text on demand (what a multi-prompt mapper is asked at inference)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 
@@ -143,15 +144,8 @@ class TextBank(nn.Module):
         if i is not None:
             return self.features(i), self.embeddings[i]
         if text not in self._other:
-            p = self.prompts[0]
-            prompt = Prompt(
-                text,
-                p.source,
-                p.templates,
-                negatives=[],
-                auto_negatives=p.auto_negatives,
-                tem_input=p.tem_input,
-            )
+            # the first prompt's source, templates, negative rule and TEM input; no given negatives
+            prompt = dataclasses.replace(self.prompts[0], target=text, name="", negatives=[])
             self._other[text] = encode_with_embedding(clip, prompt)
         feats, emb = self._other[text]
         device = self.embeddings.device
