@@ -5,7 +5,7 @@ import torch
 
 from src.evaluation.ideal import PAIRED
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
-from src.toyworld.oracle import Oracle
+from src.toyworld.oracle import Oracle, OracleEnsemble
 from src.toyworld.oracle_training import corrupt, region_stats, train_oracle
 from src.toyworld.pool import TEST_SEED_OFFSET, RenderPool, heldout_scenes
 from src.toyworld.render import COLOURS, render, render_batch
@@ -125,6 +125,55 @@ def test_an_oracle_with_a_reference_starts_as_the_image_oracle_and_learns_from_t
         pair(x, ref[:1])
 
 
+def test_an_oracle_with_cielab_channels_starts_as_the_relative_oracle_and_learns_from_them():
+    """``with_lab`` (the ``calib_lab`` option) adds the image and its difference in CIELAB at zero weight: it reads
+    as the relative oracle until fine-tuned, then they matter; it round-trips through its state dict; CIELAB
+    channels without a reference are an error. Fine-tuning without augmenting the generated images works too."""
+    import pytest
+
+    from src.toyworld.calibration_set import to_uint8
+    from src.toyworld.oracle_training import finetune_oracle
+
+    x = render_batch([Attributes()] * 3, [0, 1, 2])
+    ref = render_batch([Attributes(lip_color="blue")] * 3, [0, 1, 2])
+    pair = Oracle().with_reference().eval()
+    lab = pair.with_lab().eval()
+    assert lab.lab and lab.body[0].in_channels == 12 and lab.with_lab() is lab
+    with torch.no_grad():
+        for k, v in pair(x, ref).items():
+            assert torch.allclose(lab(x, ref)[k], v, atol=1e-5), k
+    before = lab.body[0].weight[:, 6:].clone()
+    assert not before.any()
+    finetune_oracle(lab, to_uint8(x), torch.zeros(3, len(LABEL_ATTRIBUTES), dtype=torch.long), 2, 4,
+                    pool_size=8, progress=False, references=to_uint8(ref), augment_generated=False)  # fmt: skip
+    assert lab.body[0].weight[:, 6:].any()
+    loaded = Oracle.from_state(lab.state_dict())
+    assert loaded.lab and loaded.relative
+    assert torch.equal(loaded.predict(x, ref)["lip_color"], lab.predict(x, ref)["lip_color"])
+    with pytest.raises(ValueError, match="relative"):
+        Oracle(lab=True)
+
+
+def test_a_mirrored_ensemble_reads_each_image_and_its_mirror_with_the_sides_swapped():
+    """``calib_mirror``: the mean of the image's and its mirror's log-probabilities, a side head reading its own side
+    in both; the mirror option survives the state dict (old ensembles load unmirrored)."""
+    member = Oracle(8).with_reference().eval()
+    x = render_batch([Attributes(ears="pointed")] * 2, [0, 1])
+    x[:, :, :, :32] = -1  # the left half blanked: the sides now differ
+    ref = render_batch([Attributes()] * 2, [0, 1])
+    ens = OracleEnsemble([member], mirror=True).eval()
+    with torch.no_grad():
+        a, b, out = member(x, ref), member(x.flip(3), ref.flip(3)), ens(x, ref)
+    for k in ("ears", "ears_left", "valid"):
+        other = {"ears_left": "ears_right"}.get(k, k)
+        want = (a[k] + b[other]) / 2 if k == "valid" else (a[k].log_softmax(1) + b[other].log_softmax(1)) / 2
+        assert torch.allclose(out[k], want, atol=1e-5), k
+    loaded = Oracle.from_state(ens.state_dict())
+    assert isinstance(loaded, OracleEnsemble) and loaded.mirrored
+    assert not Oracle.from_state(OracleEnsemble([member]).state_dict()).mirrored
+    assert torch.allclose(loaded(x, ref)["ears_right"], out["ears_right"], atol=1e-5)
+
+
 def test_an_edit_reads_its_target_when_the_target_beats_the_source_on_every_side():
     """The judge's question (as the region rule's): is the edit closer to the target than to the source? A lip
     that turned dark reads black against pink even if brown is its top value; one pointed ear is not elf ears."""
@@ -168,8 +217,6 @@ def test_an_ensemble_reads_the_mean_of_its_members_log_probabilities_and_round_t
     """``OracleEnsemble``: per head the mean log-probability of its members (mean valid logit), one relative
     member reads the reference, its state dict loads back as the ensemble, mixed side heads are refused."""
     import pytest
-
-    from src.toyworld.oracle import OracleEnsemble
 
     torch.manual_seed(0)
     a, b = Oracle(8).eval(), Oracle(4, relative=True).eval()

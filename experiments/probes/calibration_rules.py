@@ -7,7 +7,8 @@ reconstruction of each face), and prints per counterfactual value its agreement 
 mapper edits only, and with the judge's rule per held-out mapper run (a value's agreement rests on 1-2 runs).
 
 Usage: python experiments/probes/calibration_rules.py <work dir> NAME=<oracle .pt> [NAME=<oracle .pt> ...]
-(an oracle file: a build's oracle.pt / oracle_calibrated.pt, or an unpacked asset). Evaluation only.
+(an oracle file: a build's oracle.pt / oracle_calibrated.pt, or an unpacked asset; ``<oracle .pt>+mirror``: its
+members read each image mirrored too, as ``calib_mirror``). Evaluation only.
 """
 
 import json
@@ -19,7 +20,7 @@ import torch
 from src.toyworld import assets
 from src.toyworld.calibration import agreement
 from src.toyworld.calibration_set import CalibrationSet, read_edits, references, run_checkpoints
-from src.toyworld.oracle import Oracle
+from src.toyworld.oracle import Oracle, OracleEnsemble
 
 
 def main(work: Path, oracles: dict[str, Path]) -> dict:
@@ -39,9 +40,13 @@ def main(work: Path, oracles: dict[str, Path]) -> dict:
     first = len(held) - n_mapper
     assert bool(mapper[first:].all()) and per_ckpt * n_ckpts == n_mapper
     for name, path in oracles.items():
-        oracle = Oracle.from_state(
-            torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
-        ).eval()
+        file, mirror = (
+            (str(path)[: -len("+mirror")], True) if str(path).endswith("+mirror") else (path, False)
+        )
+        oracle = Oracle.from_state(torch.load(file, map_location="cpu", weights_only=True)["state_dict"])
+        if mirror:
+            oracle = OracleEnsemble(list(getattr(oracle, "members", [oracle])), mirror=True)
+        oracle = oracle.eval()
         pred = read_edits(oracle, x, refs, held.targets)
         for rule, reads in rule_reads.items():
             out[f"{name} vs {rule}"] = agreement(pred, held.labels, held.targets, reads)["target"]

@@ -80,6 +80,13 @@ class BuildConfig:
     # the relative oracle: reads each edit beside its reconstruction, trained with the edit loss (docs/judge.md "v5");
     # false: the v4 oracle (image only)
     calib_relative: bool = True
+    # the relative oracle also sees the image and its difference in CIELAB, where the colour vote is taken
+    calib_lab: bool = False
+    # degrade the generated calibration images as the renders are (blur, noise); false: only mirrored, so each is
+    # read with the pixels its label was made from
+    calib_augment: bool = True
+    # the calibrated oracle also reads each image mirrored, its sides swapped, and averages (OracleEnsemble mirror)
+    calib_mirror: bool = False
     # the rule's target labels also need the nearest-target colour vote, as the judge's faithful rate does
     # (domain.evaluator.faithful.nearest_target); false: region fidelity alone (the labels before the vote)
     calib_nearest: bool = True

@@ -211,7 +211,7 @@ def calibrate(builder: object, c: object) -> dict:
         c.seed,
         c.calib_faces,
         c.calib_heldout_faces,
-    ] + [str(p) for part in runs.values() for r in part for p in r]
+    ] + [str(p.relative_to(work)) for part in runs.values() for r in part for p in r]  # any work dir's name
     sets = torch.load(cache, map_location="cpu", weights_only=True) if cache.is_file() else {}
     if sets.get("key") == key:
         fit, held = CalibrationSet(**sets["fit"]), CalibrationSet(**sets["heldout"])
@@ -243,8 +243,11 @@ def calibrate(builder: object, c: object) -> dict:
             log(f"[calibrate] ensemble member: stage-one oracle of width {width}")
             members.append(stage_one(c, width, work / f"oracle_w{width}.pt", builder.progress))
     if c.calib_relative:
-        members = [m.with_reference() for m in members]
-    oracle = members[0] if len(members) == 1 else OracleEnsemble(members)
+        members = [m.with_lab() if c.calib_lab else m.with_reference() for m in members]
+    # one member, not mirrored: the oracle itself (c.calib_mirror: each image also read mirrored)
+    oracle = (
+        members[0] if len(members) == 1 and not c.calib_mirror else OracleEnsemble(members, c.calib_mirror)
+    )
     # each image is read beside the reconstruction of its face, as the judge reads an edit
     ref_fit = references(gen, lat["train"].float(), fit.faces) if c.calib_relative else None
     ref_held = references(gen, lat["test"].float(), held.faces).float() / 127.5 - 1.0
@@ -261,7 +264,7 @@ def calibrate(builder: object, c: object) -> dict:
     for member in members:  # each fine-tuned as it would be alone
         finetune_oracle(member, fit.images, fit.labels, c.calib_steps, c.oracle_batch, seed=c.seed + 33,
                         pool_size=min(c.pool_size, 4096), progress=builder.progress, side_labels=fit.side_labels,
-                        references=ref_fit, edits=edits)  # fmt: skip
+                        references=ref_fit, edits=edits, augment_generated=c.calib_augment)  # fmt: skip
     oracle.eval()
     pred = read_edits(oracle, x_held, ref_held, held.targets)
     absolute = agreement(oracle.predict(x_held, ref_held), held.labels, held.targets)

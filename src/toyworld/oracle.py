@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.evaluation.ideal import PAIRED
+from src.evaluation.ideal import lab as _lab
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA
 
 ORACLE_SIZE = 64  # input resolution; other sizes are resized
@@ -33,13 +34,20 @@ class Oracle(nn.Module):
     half of the feature map (``side_heads``); with ``sided`` the reading of such an attribute needs both sides, as
     a person's does: one pointed ear, or a streak beside it, is not elf ears (``both_sides``)."""
 
-    def __init__(self, width: int = 16, sided: bool = True, relative: bool = False) -> None:
+    def __init__(
+        self, width: int = 16, sided: bool = True, relative: bool = False, lab: bool = False
+    ) -> None:
         super().__init__()
         w = width
         # True: the oracle also sees how the image differs from a reference (``with_reference``)
         self.relative = relative
+        # True (relative oracles only): it also sees the image and that difference in CIELAB (``with_lab``)
+        if lab and not relative:
+            raise ValueError("CIELAB channels are for relative oracles (Oracle(relative=True, lab=True))")
+        self.lab = lab
+        cin = 12 if lab else 6 if relative else 3
         self.body = nn.Sequential(
-            nn.Conv2d(6 if relative else 3, w, 4, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(True),  # 32x32
+            nn.Conv2d(cin, w, 4, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(True),  # 32x32
             _block(w, w, 1),
             _block(w, 2 * w, 2), _block(2 * w, 2 * w, 1),  # 16x16
             _block(2 * w, 4 * w, 2), _block(4 * w, 4 * w, 1),  # 8x8
@@ -64,11 +72,11 @@ class Oracle(nn.Module):
                 if k.startswith("members."):
                     i, _, rest = k[len("members.") :].partition(".")
                     parts.setdefault(int(i), {})[rest] = v
-            return OracleEnsemble([Oracle.from_state(parts[i]) for i in sorted(parts)]).eval()
+            mirror = bool(state["mirror"]) if "mirror" in state else False
+            return OracleEnsemble([Oracle.from_state(parts[i]) for i in sorted(parts)], mirror).eval()
         conv = state["body.0.weight"]
-        model = cls(
-            conv.shape[0], any(k.startswith("side_heads.") for k in state), relative=conv.shape[1] == 6
-        )
+        sided = any(k.startswith("side_heads.") for k in state)
+        model = cls(conv.shape[0], sided, relative=conv.shape[1] in (6, 12), lab=conv.shape[1] == 12)
         model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         return model.eval()
 
@@ -79,9 +87,12 @@ class Oracle(nn.Module):
                 f"reference {tuple(reference.shape)} must match the images {tuple(images.shape)}"
             )
         if self.relative:  # an image read on its own is read against itself: no difference
-            images = torch.cat(
-                [images, torch.zeros_like(images) if reference is None else images - reference], 1
-            )
+            ref = images if reference is None else reference
+            parts = [images, images - ref]
+            if self.lab:  # L in [0, 100] and a, b in about [-100, 100] to about [-1, 1]
+                lab_x, lab_r = _scaled_lab(images), _scaled_lab(ref)
+                parts += [lab_x, lab_x - lab_r]
+            images = torch.cat(parts, 1)
         if images.shape[-1] != ORACLE_SIZE or images.shape[-2] != ORACLE_SIZE:
             images = F.interpolate(images, size=(ORACLE_SIZE, ORACLE_SIZE), mode="bilinear", antialias=True)
         return self.body(images)  # (N, 4w, 8, 8)
@@ -165,11 +176,21 @@ class Oracle(nn.Module):
         zero weight. A person judges an edit beside the face it edits; so does the calibrated oracle."""
         if self.relative:
             return self
-        out = Oracle(self.body[0].out_channels, self.sided, relative=True)
+        return self._widened(relative=True, lab=False)
+
+    def with_lab(self) -> Oracle:
+        """A relative copy that also sees the image and its difference in CIELAB, where the judge's colour vote is
+        taken (dark colours lie apart there, not in RGB); reads exactly as this oracle until trained."""
+        if self.lab:
+            return self
+        return self.with_reference()._widened(relative=True, lab=True)
+
+    def _widened(self, relative: bool, lab: bool) -> Oracle:
+        out = Oracle(self.body[0].out_channels, self.sided, relative=relative, lab=lab)
         state = self.state_dict()
-        state["body.0.weight"] = torch.cat(
-            [state["body.0.weight"], torch.zeros_like(state["body.0.weight"])], 1
-        )
+        w = state["body.0.weight"]
+        extra = out.body[0].in_channels - w.shape[1]
+        state["body.0.weight"] = torch.cat([w, w.new_zeros(w.shape[0], extra, *w.shape[2:])], 1)
         out.load_state_dict(state)
         return out.train(self.training)
 
@@ -177,28 +198,52 @@ class Oracle(nn.Module):
 class OracleEnsemble(Oracle):
     """Oracles read as one: per head the mean of their log-probabilities (the mean 'valid' logit), so a value is
     read where the members agree on it on balance; each relative member reads the reference, the others ignore
-    it. ``features`` (KID) are the first member's. Built by the calibrate stage (``calib_ensemble``)."""
+    it. With ``mirror`` each member also reads the mirrored image, its sides swapped (the region rule is
+    left-right symmetric), averaged in. ``features`` (KID) are the first member's. Built by the calibrate stage
+    (``calib_ensemble``, ``calib_mirror``)."""
 
-    def __init__(self, members: Sequence[Oracle]) -> None:
+    def __init__(self, members: Sequence[Oracle], mirror: bool = False) -> None:
         nn.Module.__init__(self)
         if not members or len({m.sided for m in members}) != 1:
             raise ValueError("an oracle ensemble needs one or more members, all sided or all not")
         self.members = nn.ModuleList(members)
         self.relative = any(m.relative for m in members)
         self.sided = members[0].sided
+        if mirror:  # in the state dict, so a loaded judge reads as the saved one
+            self.register_buffer("mirror", torch.tensor(True))
+        self.mirrored = mirror
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.members[0].features(images)
 
     def forward(self, images: torch.Tensor, reference: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         outs = [m(images, reference) for m in self.members]
+        if self.mirrored:
+            ref = None if reference is None else reference.flip(3)
+            outs += [_swap_sides(m(images.flip(3), ref)) for m in self.members]
         return {
             k: torch.stack([o[k] if k == "valid" else o[k].log_softmax(1) for o in outs]).mean(0)
             for k in outs[0]
         }
 
     def with_reference(self) -> OracleEnsemble:
-        return OracleEnsemble([m.with_reference() for m in self.members]).train(self.training)
+        members = [m.with_reference() for m in self.members]
+        return OracleEnsemble(members, self.mirrored).train(self.training)
+
+    def with_lab(self) -> OracleEnsemble:
+        return OracleEnsemble([m.with_lab() for m in self.members], self.mirrored).train(self.training)
+
+
+def _swap_sides(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A mirrored image's readings with its side heads swapped: its left is the image's right."""
+    swap = {"_left": "_right", "_right": "_left"}
+    return {next((k[: -len(a)] + b for a, b in swap.items() if k.endswith(a)), k): v for k, v in out.items()}
+
+
+def _scaled_lab(x: torch.Tensor) -> torch.Tensor:
+    """CIELAB of images in [-1, 1], scaled to about [-1, 1] per channel."""
+    lab = _lab(x)
+    return torch.cat([lab[:, :1] / 50 - 1, lab[:, 1:] / 100], 1)
 
 
 def _pool(h: torch.Tensor) -> torch.Tensor:

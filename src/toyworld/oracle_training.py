@@ -204,12 +204,15 @@ def finetune_oracle(
     side_labels: torch.Tensor | None = None,
     references: torch.Tensor | None = None,
     edits: torch.Tensor | None = None,
+    augment_generated: bool = True,
 ) -> Oracle:
     """Fine-tune on generated images with region-rule labels (uint8 ``images`` (N, 3, H, W), ``labels`` (N, A),
     per side of the paired parts ``side_labels`` (N, len(PAIRED), 2), default: every side shows the label), half of
     each batch, beside clean renders (the other half, a quarter of them corrupted for the valid head). Generated
     images count as valid faces. A ``relative`` oracle reads each generated image against its ``references``
-    (uint8, like ``images``: the reconstruction of the face it shows), renders against themselves."""
+    (uint8, like ``images``: the reconstruction of the face it shows), renders against themselves. With
+    ``augment_generated`` false only the renders are degraded (``augment``); the generated images are read as
+    labelled, from their own pixels (they are mirrored, with their sides)."""
     if model.relative and references is None:
         raise ValueError("a relative oracle is fine-tuned on images with their references")
     torch.manual_seed(seed)
@@ -226,7 +229,7 @@ def finetune_oracle(
         xr, yr = pool.sample(half, g)
         i = torch.randint(images.shape[0], (half,), generator=g)
         xg, yg = images[i].float() / 127.5 - 1.0, labels[i]
-        x = augment(torch.cat([xr, xg]), g)
+        x = augment(torch.cat([xr, xg]), g) if augment_generated else torch.cat([augment(xr, g), xg])
         y_side = torch.cat([side_targets(yr), side_labels[i]])
         flip = torch.rand(x.shape[0], generator=g) < 0.5  # the rule is left-right symmetric: sides swap
         x = torch.where(flip[:, None, None, None], x.flip(3), x)
