@@ -9,6 +9,8 @@ fidelity). The target is then read from the predicted maps the way the rule read
 read on its held-out lip images, against the stored rule labels. Evaluation only (lip_color only, a probe).
 
 Usage: python experiments/probes/dense_reader.py <work dir with calibration.pt> [STEPS=1500]
+(SEED=0; SOURCE=attributes, or SOURCE=oracle: the source value read from the reconstruction by the shipped oracle,
+as the judge reads it)
 """
 
 import itertools
@@ -81,8 +83,8 @@ def labelled(cs: CalibrationSet, attrs, seeds, rows: list[int]):
     return x, region, nearest, pairs
 
 
-def main(work: Path, steps: int) -> None:
-    torch.manual_seed(0)
+def main(work: Path, steps: int, seed: int = 0, source: str = "attributes") -> None:
+    torch.manual_seed(seed)
     sets = torch.load(work / "calibration.pt", map_location="cpu", weights_only=True)
     lat = torch.load(work / "latents.pt", map_location="cpu", weights_only=True)
     gen = assets.load_generator()
@@ -96,6 +98,11 @@ def main(work: Path, steps: int) -> None:
         x, region, nearest, pairs = labelled(cs, attrs, seeds, rows)
         ref = references(gen, lat[split].float(), cs.faces[rows]).float() / 127.5 - 1.0
         src = torch.tensor([SCHEMA[ATTR].index(getattr(attrs[int(cs.faces[i])], ATTR)) for i in rows])
+        if source == "oracle":
+            read = assets.load_oracle().eval().predict(ref)[ATTR]
+            print(f"[dense] {part}: the oracle reads the source lip colour right on "
+                  f"{(read == src).float().mean():.4f} of the reconstructions", flush=True)  # fmt: skip
+            src = read
         data[part] = (x, ref, region, nearest, pairs, src, [cs.targets[i] for i in rows], cs.labels[rows])
         print(
             f"[dense] {part}: {len(rows)} lip images labelled densely in {time.time() - t0:.0f}s", flush=True
@@ -120,7 +127,7 @@ def main(work: Path, steps: int) -> None:
     opt = torch.optim.AdamW(model.parameters(), 2e-3, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 2e-3, total_steps=steps, pct_start=0.1)
     fx, fref, freg, fnear, fpairs = data["fit"][:5]
-    g = torch.Generator().manual_seed(1)
+    g = torch.Generator().manual_seed(seed + 1)
     t0 = time.time()
     for step in range(steps):
         i = torch.randint(len(fx), (32,), generator=g)
@@ -151,4 +158,9 @@ def main(work: Path, steps: int) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]), int(os.environ.get("STEPS", sys.argv[2] if len(sys.argv) > 2 else 1500)))
+    main(
+        Path(sys.argv[1]),
+        int(os.environ.get("STEPS", sys.argv[2] if len(sys.argv) > 2 else 1500)),
+        int(os.environ.get("SEED", 0)),
+        os.environ.get("SOURCE", "attributes"),
+    )
