@@ -40,11 +40,9 @@ def main(work: Path, oracles: dict[str, Path]) -> dict:
     first = len(held) - n_mapper
     assert bool(mapper[first:].all()) and per_ckpt * n_ckpts == n_mapper
     for name, path in oracles.items():
-        file, mirror = (
-            (str(path)[: -len("+mirror")], True) if str(path).endswith("+mirror") else (path, False)
-        )
+        file = str(path).removesuffix("+mirror")
         oracle = Oracle.from_state(torch.load(file, map_location="cpu", weights_only=True)["state_dict"])
-        if mirror:
+        if file != str(path):  # NAME=<oracle .pt>+mirror
             oracle = OracleEnsemble(list(getattr(oracle, "members", [oracle])), mirror=True)
         oracle = oracle.eval()
         pred = read_edits(oracle, x, refs, held.targets)

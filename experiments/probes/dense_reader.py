@@ -28,6 +28,7 @@ from src.evaluation.toyfaces_composed import value_renders
 from src.toyworld import assets
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
 from src.toyworld.calibration_set import CalibrationSet, references
+from src.toyworld.oracle import scaled_lab
 
 ATTR = "lip_color"
 K = len(SCHEMA[ATTR].values)
@@ -65,8 +66,7 @@ class Dense(nn.Module):
         self.body = nn.Sequential(*layers, nn.Conv2d(w, 1 + K + len(PAIRS), 1))
 
     def forward(self, x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        lx = lab(x)
-        return self.body(torch.cat([x, x - ref, torch.cat([lx[:, :1] / 50 - 1, lx[:, 1:] / 100], 1)], 1))
+        return self.body(torch.cat([x, x - ref, scaled_lab(x)], 1))
 
 
 def labelled(cs: CalibrationSet, attrs, seeds, rows: list[int]):

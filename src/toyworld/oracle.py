@@ -72,7 +72,7 @@ class Oracle(nn.Module):
                 if k.startswith("members."):
                     i, _, rest = k[len("members.") :].partition(".")
                     parts.setdefault(int(i), {})[rest] = v
-            mirror = bool(state["mirror"]) if "mirror" in state else False
+            mirror = bool(state.get("mirror", False))
             return OracleEnsemble([Oracle.from_state(parts[i]) for i in sorted(parts)], mirror).eval()
         conv = state["body.0.weight"]
         sided = any(k.startswith("side_heads.") for k in state)
@@ -90,8 +90,8 @@ class Oracle(nn.Module):
             ref = images if reference is None else reference
             parts = [images, images - ref]
             if self.lab:  # L in [0, 100] and a, b in about [-100, 100] to about [-1, 1]
-                lab_x, lab_r = _scaled_lab(images), _scaled_lab(ref)
-                parts += [lab_x, lab_x - lab_r]
+                lab_x = scaled_lab(images)
+                parts += [lab_x, lab_x - (lab_x if reference is None else scaled_lab(reference))]
             images = torch.cat(parts, 1)
         if images.shape[-1] != ORACLE_SIZE or images.shape[-2] != ORACLE_SIZE:
             images = F.interpolate(images, size=(ORACLE_SIZE, ORACLE_SIZE), mode="bilinear", antialias=True)
@@ -240,7 +240,7 @@ def _swap_sides(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {next((k[: -len(a)] + b for a, b in swap.items() if k.endswith(a)), k): v for k, v in out.items()}
 
 
-def _scaled_lab(x: torch.Tensor) -> torch.Tensor:
+def scaled_lab(x: torch.Tensor) -> torch.Tensor:
     """CIELAB of images in [-1, 1], scaled to about [-1, 1] per channel."""
     lab = _lab(x)
     return torch.cat([lab[:, :1] / 50 - 1, lab[:, 1:] / 100], 1)
