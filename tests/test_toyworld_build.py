@@ -66,6 +66,10 @@ def test_smoke_build_writes_every_asset_with_a_manifest(smoke_assets):
     report = json.loads((smoke_assets / "report.json").read_text())
     assert REPORT_KEYS <= set(report)
     assert report["oracle_rule_agreement_labels"] == "vote"
+    # the dense stage's lip reader ships in the oracle; the report keeps the pooled heads' agreement beside it
+    assert any(k.startswith("dense.heads.lip_color.") for k in torch.load(smoke_assets / "oracle.pt"))
+    assert set(report["oracle_rule_agreement_pooled"]) == set(report["oracle_rule_agreement"])
+    assert report["oracle_dense"]["attributes"] == ["lip_color"]
     # every stage's time, the report's own included (the report stage writes them before it has finished)
     assert {"oracle", "calibrate", "report"} <= set(report["build_seconds"])
 

@@ -43,7 +43,9 @@ def main(work: Path, oracles: dict[str, Path]) -> dict:
         file = str(path).removesuffix("+mirror")
         oracle = Oracle.from_state(torch.load(file, map_location="cpu", weights_only=True)["state_dict"])
         if file != str(path):  # NAME=<oracle .pt>+mirror
+            dense = oracle.dense  # a dense reader reads mirrored images already
             oracle = OracleEnsemble(list(getattr(oracle, "members", [oracle])), mirror=True)
+            oracle.dense = dense
         oracle = oracle.eval()
         pred = read_edits(oracle, x, refs, held.targets)
         for rule, reads in rule_reads.items():

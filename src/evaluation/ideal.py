@@ -90,6 +90,13 @@ def lab(x: torch.Tensor) -> torch.Tensor:
     return rgb_to_lab(((x.float() + 1) / 2).clamp(0, 1))
 
 
+def scaled_lab(x: torch.Tensor) -> torch.Tensor:
+    """CIELAB of images in [-1, 1], scaled to about [-1, 1] per channel (network inputs: L in [0, 100], a and b in
+    about [-100, 100])."""
+    c = lab(x)
+    return torch.cat([c[:, :1] / 50 - 1, c[:, 1:] / 100], 1)
+
+
 def cie76(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Squared CIELAB distance (..., 3, H, W) x (..., 3, H, W) -> (..., H, W), broadcasting."""
     return (a - b).pow(2).sum(-3)

@@ -212,6 +212,9 @@ def build_report(builder: Any, c: Any) -> dict[str, Any]:
         report["oracle_rule_agreement_per_attribute"] = cal["agreement"]["attribute"]
         report["oracle_rule_agreement_by_kind"] = cal["agreement_by_kind"]
         report["oracle_rule_agreement_stage_one"] = cal["agreement_before"]["target"]
+        if "agreement_pooled" in cal:  # the dense stage's oracle, read without its dense reader
+            report["oracle_rule_agreement_pooled"] = cal["agreement_pooled"]["target"]
+            report["oracle_dense"] = cal["dense"]
         if "agreement_fidelity" in cal:  # against region fidelity alone, the rule without the colour vote
             report["oracle_rule_agreement_labels"] = "vote" if cal["labels_nearest"] else "fidelity"
             report["oracle_rule_agreement_fidelity"] = cal["agreement_fidelity"]["target"]

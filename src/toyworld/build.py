@@ -3,7 +3,8 @@
 Stages (each resumable; finished stages are skipped): oracle -> clip -> autoencoder (toy StyleGAN2 +
 inverter) -> identity (the toy ArcFace of the identity loss) -> latents (natural renders inverted by the
 inverter + a few steps of W+ optimisation; a random-latent sampler) -> calibrate (the oracle fine-tuned on
-generated edits labelled by the region rule) -> report (targets, the oracle's agreement with the rule, the
+generated edits labelled by the region rule) -> dense (its dense colour reader of the lips, fitted to the rule's
+per-pixel maps) -> report (targets, the oracle's agreement with the rule, the
 ideal-edit ceilings) -> export (fp16 assets, manifest with sha256; the report also carries the identity net's
 verification). ``--smoke`` runs every stage for a few steps in seconds (tests use it). ``--from-assets`` unpacks
 the shipped assets into the build dir first, so later stages rebuild without the earlier ones.
@@ -29,7 +30,7 @@ from src.toyworld.models import GaussianLatentSampler, Inverter, build_generator
 from src.toyworld.pool import TEST_SEED_OFFSET
 from src.toyworld.render import render_batch
 
-STAGES = ("oracle", "clip", "autoencoder", "identity", "latents", "calibrate", "report", "export")
+STAGES = ("oracle", "clip", "autoencoder", "identity", "latents", "calibrate", "dense", "report", "export")
 # opt-in stages (never in the default run): ceilings = recompute the report's ideal-edit ceilings alone, after a
 # change of the judge (--from-assets --stages ceilings,export: minutes, where the report stage takes about an hour)
 EXTRA_STAGES = ("ceilings",)
@@ -93,6 +94,11 @@ class BuildConfig:
     # widths of more stage-one oracles (trained into <work>/oracle_w<width>.pt) calibrated beside oracle.pt and read
     # with it as one (OracleEnsemble; shipped: "32", docs/judge.md "v5 + v6"); empty: the one oracle
     calib_ensemble: str = "32"
+    # attributes whose targets the oracle reads with a dense per-pixel colour reader (src.toyworld.dense), fitted by
+    # the dense stage; the lips' colour votes are near ties that pooled heads miss (docs/judge.md); empty: none
+    calib_dense: str = "lip_color"
+    calib_dense_steps: int = 4000
+    calib_dense_width: int = 32
     ceiling_faces: int = 64  # test faces per counterfactual value for the ideal-edit ceilings
     # the identity net (src.toyworld.identity), the toy ArcFace of the identity loss
     identity_steps: int = 500
@@ -122,6 +128,8 @@ class BuildConfig:
             calib_heldout_faces=2,
             calib_steps=2,
             calib_ensemble="8",
+            calib_dense_steps=2,
+            calib_dense_width=4,
             ceiling_faces=2,
             identity_steps=2,
             identity_batch=4,
@@ -272,8 +280,21 @@ class Builder:
     def stage_calibrate(self) -> None:
         from src.toyworld.calibration_set import calibrate
 
+        self.path("dense.pt").unlink(
+            missing_ok=True
+        )  # the dense stage attaches its reader to this stage's oracle
         metrics = calibrate(self, self.cfg)
         self.log(f"[calibrate] held-out agreement with the region rule: {metrics['agreement']['target']}")
+
+    def stage_dense(self) -> None:
+        from src.toyworld.dense_calibration import calibrate_dense
+
+        if not self.cfg.calib_dense.strip():
+            self.log(
+                "[dense] no attributes (calib_dense is empty); the oracle reads every target with its heads"
+            )
+            return
+        calibrate_dense(self, self.cfg)
 
     def stage_report(self) -> None:
         from src.evaluation.toyfaces_report import build_report
@@ -315,8 +336,11 @@ class Builder:
             "identity": "identity.pt",
             "latents": "latents.pt",
             "calibrate": "oracle_calibrated.pt",
+            "dense": "dense.pt",
             "report": "report.json",
         }.get(stage)
+        if stage == "dense" and not self.cfg.calib_dense.strip():
+            return True
         return marker is not None and self.path(marker).is_file()
 
     def timings(self) -> dict[str, float]:

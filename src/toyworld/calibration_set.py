@@ -83,6 +83,30 @@ def read_edits(
     return pred
 
 
+def heldout_metrics(oracle: torch.nn.Module, held: CalibrationSet, refs: torch.Tensor) -> dict:
+    """The oracle's agreement with the rule on the held-out set (``refs``: its faces' reconstructions in [-1, 1]):
+    each target read as the judge reads it (``agreement``), per source kind, as the oracle's top value alone
+    (``agreement_absolute``) and against region fidelity alone (``agreement_fidelity``: the rule without the colour
+    vote; the same as ``agreement`` when the labels were made without it, calib_nearest=false)."""
+    from src.toyworld.calibration import agreement
+
+    x = held.float_images()
+    pred = read_edits(oracle, x, refs, held.targets)
+    by_kind = {}
+    for kind in sorted(set(held.kinds)):
+        i = torch.tensor([k == kind for k in held.kinds])
+        sub = agreement(
+            {a: p[i] for a, p in pred.items()}, held.labels[i], [t for t, m in zip(held.targets, i) if m]
+        )
+        by_kind[kind] = sub["target"]
+    return {
+        "agreement": agreement(pred, held.labels, held.targets),
+        "agreement_absolute": agreement(oracle.predict(x, refs), held.labels, held.targets),
+        "agreement_by_kind": by_kind,
+        "agreement_fidelity": agreement(pred, held.labels, held.targets, held.fidelity_ok),
+    }
+
+
 def run_checkpoints(root: Path | str | None) -> list[list[Path]]:
     """Step checkpoints of every run under ``root`` (``<run>/checkpoints/step_*.ckpt``), one list per run."""
     if not root or not Path(root).is_dir():
@@ -266,26 +290,11 @@ def calibrate(builder: object, c: object) -> dict:
                         pool_size=min(c.pool_size, 4096), progress=builder.progress, side_labels=fit.side_labels,
                         references=ref_fit, edits=edits, augment_generated=c.calib_augment)  # fmt: skip
     oracle.eval()
-    pred = read_edits(oracle, x_held, ref_held, held.targets)
-    absolute = agreement(oracle.predict(x_held, ref_held), held.labels, held.targets)
-    after = agreement(pred, held.labels, held.targets)
-    after_fidelity = agreement(pred, held.labels, held.targets, held.fidelity_ok)
-    log(f"[calibrate] calibrated oracle vs rule on held-out edits: {after['target']}")
-    by_kind = {}
-    for kind in sorted(set(held.kinds)):
-        i = torch.tensor([k == kind for k in held.kinds])
-        sub = agreement(
-            {a: p[i] for a, p in pred.items()}, held.labels[i], [t for t, m in zip(held.targets, i) if m]
-        )
-        by_kind[kind] = sub["target"]
+    after = heldout_metrics(oracle, held, ref_held)
+    log(f"[calibrate] calibrated oracle vs rule on held-out edits: {after['agreement']['target']}")
     metrics = {
         "agreement_before": before,
-        "agreement": after,
-        "agreement_absolute": absolute,  # the target read as the oracle's top value, without the edit question
-        "agreement_by_kind": by_kind,
-        # against region fidelity alone (the rule without the colour vote; the same as "agreement" when the
-        # labels were made without it, calib_nearest=false)
-        "agreement_fidelity": after_fidelity,
+        **after,
         "agreement_fidelity_before": before_fidelity,
         "labels_nearest": c.calib_nearest,
         "clean": evaluate_oracle(oracle, max(c.report_size, 8), seed=c.seed + 7),

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.evaluation.ideal import PAIRED
-from src.evaluation.ideal import lab as _lab
+from src.evaluation.ideal import PAIRED, scaled_lab
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA
+from src.toyworld.dense import DenseReader
 
 ORACLE_SIZE = 64  # input resolution; other sizes are resized
 # image halves; the region rule's sides of a paired part (src.evaluation.ideal.sides)
@@ -45,6 +45,8 @@ class Oracle(nn.Module):
         if lab and not relative:
             raise ValueError("CIELAB channels are for relative oracles (Oracle(relative=True, lab=True))")
         self.lab = lab
+        # the dense colour reader of some attributes' targets (src.toyworld.dense; the build's dense stage)
+        self.dense: DenseReader | None = None
         cin = 12 if lab else 6 if relative else 3
         self.body = nn.Sequential(
             nn.Conv2d(cin, w, 4, 2, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(True),  # 32x32
@@ -65,7 +67,13 @@ class Oracle(nn.Module):
     @classmethod
     def from_state(cls, state: dict[str, torch.Tensor]) -> Oracle:
         """An oracle in eval mode from its state dict (any float dtype); one saved before side heads existed reads
-        pairs whole; an ``OracleEnsemble``'s (keys ``members.<i>.*``) gives the ensemble."""
+        pairs whole; an ``OracleEnsemble``'s (keys ``members.<i>.*``) gives the ensemble; keys ``dense.*``: its dense
+        reader."""
+        dense = {k[len("dense.") :]: v for k, v in state.items() if k.startswith("dense.")}
+        if dense:
+            model = cls.from_state({k: v for k, v in state.items() if not k.startswith("dense.")})
+            model.dense = DenseReader.from_state(dense)
+            return model.eval()
         if any(k.startswith("members.") for k in state):
             parts: dict[int, dict[str, torch.Tensor]] = {}
             for k, v in state.items():
@@ -143,14 +151,25 @@ class Oracle(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """Predicted value index per attribute (LongTensor (N,), index into SCHEMA[attr].values). Edits of a
         ``relative`` oracle, read beside the faces they edit (``reference``), read each of their ``targets``
-        (attribute, value) by ``reads_target``; ``source``: the reading of ``reference`` when the caller has it."""
+        (attribute, value) by ``reads_target``, or by the ``dense`` reader where it has the attribute (then an edit
+        it does not read as the target reads the pooled head's likeliest other value); ``source``: the reading of
+        ``reference`` when the caller has it."""
         logits = self.logits(images, reference, batch)
         pred = self.read(logits)
         if self.relative and reference is not None and targets:
             src = source if source is not None else self.read(self.logits(reference, batch=batch))
             for attribute, value in targets:
                 k = SCHEMA[attribute].index(value)
-                hit = self.reads_target(logits, src[attribute], attribute, value)
+                if self.dense is not None and attribute in self.dense.heads:
+                    hit = self.dense.reads_target(
+                        images, reference, attribute, value, src[attribute], ORACLE_SIZE
+                    )
+                    other = logits[attribute].index_fill(
+                        1, torch.tensor([k], device=images.device), float("-inf")
+                    )
+                    pred[attribute] = torch.where(pred[attribute] == k, other.argmax(1), pred[attribute])
+                else:
+                    hit = self.reads_target(logits, src[attribute], attribute, value)
                 pred[attribute] = torch.where(hit, k, pred[attribute])
         return pred
 
@@ -207,6 +226,7 @@ class OracleEnsemble(Oracle):
         if not members or len({m.sided for m in members}) != 1:
             raise ValueError("an oracle ensemble needs one or more members, all sided or all not")
         self.members = nn.ModuleList(members)
+        self.dense = None
         self.relative = any(m.relative for m in members)
         self.sided = members[0].sided
         if mirror:  # in the state dict, so a loaded judge reads as the saved one
@@ -238,12 +258,6 @@ def _swap_sides(out: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """A mirrored image's readings with its side heads swapped: its left is the image's right."""
     swap = {"_left": "_right", "_right": "_left"}
     return {next((k[: -len(a)] + b for a, b in swap.items() if k.endswith(a)), k): v for k, v in out.items()}
-
-
-def scaled_lab(x: torch.Tensor) -> torch.Tensor:
-    """CIELAB of images in [-1, 1], scaled to about [-1, 1] per channel."""
-    lab = _lab(x)
-    return torch.cat([lab[:, :1] / 50 - 1, lab[:, 1:] / 100], 1)
 
 
 def _pool(h: torch.Tensor) -> torch.Tensor:
