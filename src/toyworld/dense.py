@@ -55,7 +55,9 @@ def read_maps(
     index = {p: j for j, p in enumerate(pairs(k))}
     j = [index.get((min(target, s), max(target, s)), 0) for s in source.tolist()]
     source, j = source.to(first.device), torch.tensor(j, dtype=torch.long, device=first.device)
-    near_t = first[torch.arange(len(j), device=first.device), j] ^ (target > source)[:, None, None]  # (N, H, W)
+    near_t = (
+        first[torch.arange(len(j), device=first.device), j] ^ (target > source)[:, None, None]
+    )  # (N, H, W)
     masks = sides(region[:, None], paired).float()  # (N, S, H, W)
     count = masks.sum((2, 3))
     fidelity = (near_t[:, None].float() * masks).sum((2, 3)) >= 0.5 * count

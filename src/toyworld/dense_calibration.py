@@ -64,7 +64,9 @@ def train_head(
             x, r, m, near, f = (v.flip(-1) for v in (x, r, m, near, f))
         out = head(x, r)
         inside = F.cross_entropy(out[:, 1 : 1 + head.k], near, reduction="none")
-        inside = inside + F.binary_cross_entropy_with_logits(out[:, 1 + head.k :], f, reduction="none").mean(1)
+        inside = inside + F.binary_cross_entropy_with_logits(out[:, 1 + head.k :], f, reduction="none").mean(
+            1
+        )
         loss = F.binary_cross_entropy_with_logits(out[:, 0], m) + (inside * m).sum() / m.sum().clamp_min(1)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -108,7 +110,9 @@ def calibrate_dense(builder: object, c: object) -> dict:
                              attribute)  # fmt: skip
         log(f"[dense] {attribute}: {len(rows)} images labelled per pixel ({time.perf_counter() - t0:.0f}s)")
         refs = references(gen, lat["train"].float(), fit.faces[rows])
-        train_head(reader.heads[attribute], images, refs, maps, c.calib_dense_steps, seed=c.seed + 34, log=log)
+        train_head(
+            reader.heads[attribute], images, refs, maps, c.calib_dense_steps, seed=c.seed + 34, log=log
+        )
     ref_held = references(gen, lat["test"].float(), held.faces).float() / 127.5 - 1.0
     pooled = heldout_metrics(oracle, held, ref_held)
     oracle.dense = reader.eval()
