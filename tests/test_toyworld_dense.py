@@ -84,3 +84,15 @@ def test_dense_attributes_are_checked():
         assert "lip_color" in str(err)
     else:
         raise AssertionError("an unknown attribute must be refused")
+
+
+def test_the_vote_takes_the_rules_colour_distance():
+    """``dense_labels``' vote follows the distance it is given (the judge's CIE76 by default), e.g. for a probe of
+    another rule; region and pair maps do not depend on it."""
+    cands = value_renders([Attributes()], [0], "lip_color")[0].float()
+    x = cands[[LIPS.index("black"), LIPS.index("blue")]]
+    region, nearest, first = dense_labels(x, cands)
+    assert nearest[0][region[0]].eq(LIPS.index("black")).float().mean() > 0.9  # a render votes for itself
+    farthest = lambda a, b: -(a - b).pow(2).sum(-3)  # noqa: E731
+    r2, n2, f2 = dense_labels(x, cands, farthest)
+    assert torch.equal(r2, region) and torch.equal(f2, first) and not torch.equal(n2, nearest)

@@ -13,7 +13,7 @@ loss.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -28,12 +28,18 @@ def pairs(k: int) -> list[tuple[int, int]]:
     return list(itertools.combinations(range(k), 2))
 
 
-def dense_labels(x: torch.Tensor, cands: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def dense_labels(
+    x: torch.Tensor,
+    cands: torch.Tensor,
+    distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = cie76,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """What the rule computes per pixel of images ``x`` (N, 3, H, W) of one face, from its renders ``cands``
     (K, 3, H, W) under every value: the region (N, H, W) bool, the CIELAB-nearest value (N, H, W) long and, per
-    value pair, whether the pixel is nearer (RGB) the first (N, P, H, W) bool."""
-    region = ((cands.amax(0) - cands.amin(0)).amax(0) > CHANGE_THRESHOLD).expand(x.shape[0], -1, -1)
-    nearest = cie76(lab(x)[:, None], lab(cands)[None]).argmin(1)
+    value pair, whether the pixel is nearer (RGB) the first (N, P, H, W) bool. ``distance``: the vote's, as in
+    ``src.evaluation.ideal.nearest_value`` (default CIE76, the judge's)."""
+    n = x.shape[0]
+    region = ((cands.amax(0) - cands.amin(0)).amax(0) > CHANGE_THRESHOLD).expand(n, -1, -1)
+    nearest = distance(lab(x)[:, None], lab(cands)[None].expand(n, -1, -1, -1, -1)).argmin(1)
     d = (x[:, None] - cands[None]).pow(2).sum(2)  # (N, K, H, W)
     first = torch.stack([d[:, a] < d[:, b] for a, b in pairs(cands.shape[0])], 1)
     return region, nearest, first

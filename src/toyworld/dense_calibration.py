@@ -11,16 +11,21 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from src.evaluation.ideal import cie76
 from src.evaluation.toyfaces_composed import value_renders
 from src.toyworld.attributes import SCHEMA, Attributes
 from src.toyworld.dense import DenseHead, dense_labels, pairs
 
 
 def dense_targets(
-    images: torch.Tensor, attrs: Sequence[Attributes], seeds: Sequence[int], attribute: str
+    images: torch.Tensor,
+    attrs: Sequence[Attributes],
+    seeds: Sequence[int],
+    attribute: str,
+    distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = cie76,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``dense_labels`` of images (N, 3, H, W) in [-1, 1] of faces (``attrs``, ``seeds`` per image), face by face
-    (its renders made once); compact dtypes: region and pair maps bool, nearest uint8."""
+    (its renders made once), the vote under ``distance``; compact dtypes: region and pair maps bool, nearest uint8."""
     n, (h, w) = images.shape[0], images.shape[-2:]
     k = len(SCHEMA[attribute].values)
     region = torch.zeros(n, h, w, dtype=torch.bool)
@@ -31,7 +36,7 @@ def dense_targets(
         faces.setdefault((a, int(s)), []).append(i)
     for (a, s), rows in faces.items():
         cands = value_renders([a], [s], attribute)[0].float()
-        r, near, f = dense_labels(images[rows].float(), cands)
+        r, near, f = dense_labels(images[rows].float(), cands, distance)
         region[rows], nearest[rows], first[rows] = r, near.to(torch.uint8), f
     return region, nearest, first
 
