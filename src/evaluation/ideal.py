@@ -57,6 +57,12 @@ def changed_region(
     return (ideal.float() - source.float()).abs().amax(1, keepdim=True) > threshold
 
 
+def values_region(renders: torch.Tensor, threshold: float = CHANGE_THRESHOLD) -> torch.Tensor:
+    """Pixels where a face's renders under every value of an attribute (K, 3, H, W) differ: the attribute's
+    region, (H, W) bool."""
+    return (renders.amax(0) - renders.amin(0)).amax(0) > threshold
+
+
 def sides(region: torch.Tensor, paired: bool) -> torch.Tensor:
     """Split a region (N, 1, H, W) into sides (N, S, H, W): left/right of its x-centroid when ``paired``."""
     if not paired:

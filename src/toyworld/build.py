@@ -280,9 +280,8 @@ class Builder:
     def stage_calibrate(self) -> None:
         from src.toyworld.calibration_set import calibrate
 
-        self.path("dense.pt").unlink(
-            missing_ok=True
-        )  # the dense stage attaches its reader to this stage's oracle
+        # the dense stage attaches its reader to this stage's oracle: a new one needs a new reader
+        self.path("dense.pt").unlink(missing_ok=True)
         metrics = calibrate(self, self.cfg)
         self.log(f"[calibrate] held-out agreement with the region rule: {metrics['agreement']['target']}")
 

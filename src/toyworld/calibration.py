@@ -27,13 +27,13 @@ import torch
 import torch.nn.functional as F
 
 from src.evaluation.ideal import (
-    CHANGE_THRESHOLD,
     PAIRED,
     changed_region,
     dilate,
     nearest_value,
     region_fidelity,
     sides,
+    values_region,
 )
 from src.evaluation.toyfaces_composed import value_renders
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
@@ -56,8 +56,7 @@ def _votes(
 ) -> list[int | None]:
     """Per side of the attribute's region, the index of the value its pixels vote for (None: an empty side).
     ``space``: a colour transform of (B, 3, H, W) images in which pixels measure their distances (default RGB)."""
-    spread = (cands.amax(0) - cands.amin(0)).amax(0)  # (H, W)
-    region = spread > CHANGE_THRESHOLD
+    region = values_region(cands)  # (H, W)
     if space is not None:
         y, cands = space(y[None])[0], space(cands)
     d = (y[None] - cands).pow(2).sum(1)  # (K, H, W)

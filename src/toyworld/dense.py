@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.evaluation.ideal import CHANGE_THRESHOLD, PAIRED, cie76, lab, scaled_lab, sides
+from src.evaluation.ideal import PAIRED, cie76, lab, scaled_lab, sides, values_region
 from src.toyworld.attributes import SCHEMA
 
 
@@ -38,7 +38,7 @@ def dense_labels(
     value pair, whether the pixel is nearer (RGB) the first (N, P, H, W) bool. ``distance``: the vote's, as in
     ``src.evaluation.ideal.nearest_value`` (default CIE76, the judge's)."""
     n = x.shape[0]
-    region = ((cands.amax(0) - cands.amin(0)).amax(0) > CHANGE_THRESHOLD).expand(n, -1, -1)
+    region = values_region(cands).expand(n, -1, -1)
     nearest = distance(lab(x)[:, None], lab(cands)[None].expand(n, -1, -1, -1, -1)).argmin(1)
     d = (x[:, None] - cands[None]).pow(2).sum(2)  # (N, K, H, W)
     first = torch.stack([d[:, a] < d[:, b] for a, b in pairs(cands.shape[0])], 1)
