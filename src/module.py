@@ -3,7 +3,9 @@
 A step: delta = mapper(w, E_T(target)); w_hat = w + step * delta; render x (no grad) and x_hat; compute the CLIP
 features every loss term needs exactly once (one batched augmentation, one CLIP call for the edit and all its
 views); total, parts = loss(ctx). Only the mapper trains, and only its weights go into run checkpoints.
-Several prompts (prompt=multi) train one TEM mapper: each sample of a batch carries its own prompt, and the loss
+With the per-latent source cache (src/data/source_cache.py, on by default) a step whose latents were seen before
+takes the source's CLIP embedding and the terms' source features from the cache and renders x only when a term
+reads the image itself. Several prompts (prompt=multi) train one TEM mapper: each sample of a batch carries its own prompt, and the loss
 is the batch-share-weighted sum over the prompts present of the same loss on that prompt's samples and text.
 """
 
@@ -17,6 +19,7 @@ import torch
 from torch import nn
 
 from src.augment import MultiView
+from src.data import source_cache as sc
 from src.data.prompts import Prompt
 from src.losses.base import LossSum, StepContext, TextFeatures
 from src.models.frozen import freeze, is_frozen
@@ -65,6 +68,8 @@ class CFCLIPModule(pl.LightningModule):
         # the last training loss, detached: src.utils.guards.NaNGuard checks it before the optimizer step
         self.last_loss: torch.Tensor | None = None
         self.last_loss_parts: dict[str, torch.Tensor] = {}
+        # per split ("train", "val"): the source side of each latent (opened in setup from the datamodule's options)
+        self.source_caches: dict[str, sc.SourceCache] = {}
         self.save_hyperparameters(config or {}, logger=False)
 
     # ---- frozen parts stay frozen -------------------------------------------------------------------------
@@ -103,15 +108,57 @@ class CFCLIPModule(pl.LightningModule):
         """w (B, L, D) -> w_hat (B, L, D), toward each sample's prompt (see text_embedding)."""
         return w + self.step_size * self.mapper(w, self.text_embedding(w, prompt_ids, text))
 
-    def compute_context(self, w: torch.Tensor, prompt_ids: torch.Tensor | None = None) -> StepContext:
-        """Everything the loss terms need, each computed once (see LossTerm.requires)."""
+    def compute_context(
+        self,
+        w: torch.Tensor,
+        prompt_ids: torch.Tensor | None = None,
+        source: tuple[dict[str, torch.Tensor], torch.Tensor | None] | None = None,
+    ) -> StepContext:
+        """Everything the loss terms need, each computed once (see LossTerm.requires). ``source``: the batch's
+        source side from the cache (entries, and x when it was rendered to fill them); x is then rendered only
+        if a term reads it."""
         ctx = StepContext(w=w, w_hat=self.edit(w, prompt_ids), text=self.text_features)
         if not self.requires:
             return ctx
-        with torch.no_grad():
-            ctx.x = self.generator.synthesis(w)  # (B, 3, H, W)
+        if source is None:
+            ctx.x = self.render_source(w)  # (B, 3, H, W)
+        else:
+            entries, ctx.x = source
+            if ctx.x is None:
+                ctx.render_source = lambda: self.render_source(w)
+            ctx.src_features = entries.get(sc.CLIP_ENTRY)
+            ctx.source = {k: v for k, v in entries.items() if k != sc.CLIP_ENTRY}
         ctx.x_hat = self.generator.synthesis(ctx.w_hat)
         return add_clip_features(ctx, self.clip, self.augment, self.requires, self.augment_source)
+
+    @torch.no_grad()
+    def render_source(self, w: torch.Tensor) -> torch.Tensor:
+        """The source images (B, 3, H, W) of latents w (B, L, D), without grad."""
+        return self.generator.synthesis(w)
+
+    @torch.no_grad()
+    def source_side(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The cacheable source side of images x (B, 3, H, W): {entry: (B, F)}, the same calls as an uncached step."""
+        nets = sc.cache_entries(self)
+        out = {sc.CLIP_ENTRY: self.clip.encode_image(x)} if sc.CLIP_ENTRY in nets else {}
+        return {**out, **{k: t.source_features(x) for k, t in nets.items() if k != sc.CLIP_ENTRY}}
+
+    def cached_source(
+        self, batch: dict[str, torch.Tensor], split: str
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None] | None:
+        """The batch's source side from the split's cache: (entries on the device, None) when every latent is
+        cached; else computed now from the rendered x and stored, (entries, x); None without a cache."""
+        cache = self.source_caches.get(split)
+        if cache is None or "idx" not in batch:
+            return None
+        idx = batch["idx"].cpu()  # the host copy (transfer_batch_to_device keeps it there): no sync
+        hit = cache.lookup(idx)
+        if hit is not None:
+            return {k: v.to(self.device, non_blocking=True) for k, v in hit.items()}, None
+        x = self.render_source(batch["w"])
+        entries = self.source_side(x)
+        cache.store(idx, entries)
+        return entries, x
 
     def prompt_ids(self, batch: dict[str, torch.Tensor], training: bool) -> torch.Tensor | None:
         """Each sample's prompt (B,) on the CPU: the batch's own "prompt" entry, else (latent index + step) mod P,
@@ -131,7 +178,8 @@ class CFCLIPModule(pl.LightningModule):
         """(total, parts, per-prompt totals): with several prompts, the same loss on each prompt's samples with
         its own text, weighted by its share of the batch (so a batch of one prompt gives the one-prompt loss)."""
         ids = self.prompt_ids(batch, training)
-        ctx = self.compute_context(batch["w"], ids)
+        source = self.cached_source(batch, "train" if training else "val")
+        ctx = self.compute_context(batch["w"], ids, source)
         if ids is None:
             total, parts = self.loss(ctx)
             return total, parts, {}
@@ -158,6 +206,30 @@ class CFCLIPModule(pl.LightningModule):
         total, parts, _ = self.step_loss(batch, training=False)
         self.log_dict({f"val/loss_{k}": v for k, v in parts.items()}, on_epoch=True, sync_dist=True)
         self.log("val/loss", total, on_epoch=True, prog_bar=True, sync_dist=True)
+
+    # ---- the source cache ----------------------------------------------------------------------------------
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """The latents go to the device; their indices stay on the host, where the source cache and the prompt
+        schedule read them without a device sync."""
+        if isinstance(batch, dict) and "idx" in batch:
+            rest = {k: v for k, v in batch.items() if k != "idx"}
+            return {**super().transfer_batch_to_device(rest, device, dataloader_idx), "idx": batch["idx"]}
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+    def setup(self, stage: str) -> None:
+        """Open the source caches the datamodule asks for (``data.source_cache``), once its splits exist."""
+        if stage == "fit" and not self.source_caches:
+            self.source_caches = sc.caches_for(self, getattr(self.trainer, "datamodule", None))
+
+    def on_fit_start(self) -> None:
+        """Fill the caches now where asked (``fill=eager``) and under DDP (each rank its share, then merged)."""
+        sc.prefill(self, getattr(self.trainer, "datamodule", None))
+
+    def on_train_epoch_end(self) -> None:
+        sc.save_caches(self)
+
+    def on_fit_end(self) -> None:
+        sc.save_caches(self)
 
     @torch.no_grad()
     def render_pair(self, w: torch.Tensor, text: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -215,7 +287,8 @@ def add_clip_features(
     augment_source: bool = False,
 ) -> StepContext:
     """Fill ctx's CLIP features of x / x_hat / the K views of x_hat that ``requires`` names, each once:
-    one batched augmentation and one CLIP call for the edit and all its views (also used by the probe)."""
+    one batched augmentation and one CLIP call for the edit and all its views (also used by the probe). The
+    source's features already in ctx (from the source cache) are kept, unless the source is augmented."""
     need_edit, need_views = "edit_features" in requires, "view_features" in requires
     if not (need_edit or need_views):
         return ctx
@@ -226,10 +299,12 @@ def add_clip_features(
             views, src_views = augment(ctx.x_hat, ctx.x)  # (B, K, 3, H, W) each, same transforms
         else:
             views = augment(ctx.x_hat)
-    with torch.no_grad():
-        src_in = ctx.x if src_views is None else torch.cat([ctx.x, src_views.flatten(0, 1)])
-        src_feats = clip.encode_image(src_in)
-        ctx.src_features = src_feats[:B]  # (B, E)
+    src_feats = ctx.src_features  # (B, E) when the source cache served it
+    if src_feats is None or src_views is not None:
+        with torch.no_grad():
+            src_in = ctx.x if src_views is None else torch.cat([ctx.x, src_views.flatten(0, 1)])
+            src_feats = clip.encode_image(src_in)
+            ctx.src_features = src_feats[:B]  # (B, E)
     inputs = ([ctx.x_hat] if need_edit else []) + ([views.flatten(0, 1)] if need_views else [])
     feats = clip.encode_image(torch.cat(inputs))  # one CLIP call: (B [+ B*K], E)
     if need_edit:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from src.data.source_cache import SourceCacheOptions
 from src.models.weights import load_checkpoint
 
 
@@ -54,6 +56,7 @@ class LatentDataModule(pl.LightningDataModule):
     ``source="random"``: z ~ N(0, I) with disjoint seeds per split, through the generator's mapping net,
     truncated toward the mean latent (psi ``truncation``), stored as W [N, D]. ``source="file"``: tensors
     from ``train_path`` / ``test_path`` (e.g. e4e's ``train_faces.pt``); val is the first ``num_val`` test rows.
+    ``source_cache``: options of the per-latent source cache (src/data/source_cache.py), kept beside the files.
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class LatentDataModule(pl.LightningDataModule):
         batch_size: int = 2,
         num_workers: int = 0,
         generator: torch.nn.Module | None = None,
+        source_cache: dict | None = None,
     ):
         super().__init__()
         if source not in ("random", "file"):
@@ -78,6 +82,7 @@ class LatentDataModule(pl.LightningDataModule):
         self.truncation, self.seed = truncation, seed
         self.batch_size, self.num_workers = batch_size, num_workers
         self.generator = generator
+        self.source_cache = SourceCacheOptions(**dict(source_cache or {}))
         self.splits: dict[str, torch.Tensor] = {}
 
     def attach_generator(self, generator: torch.nn.Module) -> None:
@@ -121,6 +126,14 @@ class LatentDataModule(pl.LightningDataModule):
                 "val": test[: self.num_val],
                 "test": test[: self.num_test] if self.num_test else test,
             }
+
+    def cache_dir(self, split: str) -> Path | None:
+        """Where the split's source cache is kept: a ``source_cache`` folder beside its latents file (val and
+        test come from ``test_path``); None for random latents (the cache then lives in memory)."""
+        if self.source != "file":
+            return None
+        path = self.train_path if split == "train" else (self.test_path or self.train_path)
+        return Path(os.path.expanduser(str(path))).parent / "source_cache" if path else None
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         return DataLoader(

@@ -2,13 +2,16 @@
 
 The training module computes the expensive quantities of a step once (images, CLIP features of the source,
 the edit and its K augmented views, cached text features) into a :class:`StepContext`; every term reads what
-it needs from it. Terms declare what they need in ``requires`` so nothing unused is computed.
+it needs from it. Terms declare what they need in ``requires`` so nothing unused is computed. A term whose
+source side is a fixed function of the source image (the identity net's features of x) says so with
+``source_features``: the module can then serve it per latent from a cache (src/data/source_cache.py), and
+the source image is rendered only when some term reads ``ctx.x`` itself.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -34,7 +37,11 @@ class TextFeatures:
 
 @dataclass
 class StepContext:
-    """What one training step computed, shared by all loss terms. Shapes: B batch, K views, E CLIP dim."""
+    """What one training step computed, shared by all loss terms. Shapes: B batch, K views, E CLIP dim.
+
+    ``x`` is the source image whenever a term reads it: a step served by the source cache leaves it to
+    ``render_source``, called (once) on the first read of ``ctx.x``, so only terms that need the image pay for it.
+    """
 
     w: torch.Tensor  # (B, L, D) source latents
     w_hat: torch.Tensor  # (B, L, D) edited latents
@@ -45,12 +52,35 @@ class StepContext:
     edit_features: torch.Tensor | None = None  # (B, E) of x_hat
     view_features: torch.Tensor | None = None  # (B, K, E) of the K augmented views of x_hat
     src_view_features: torch.Tensor | None = None  # (B, K, E) of x under the same views, or src_features
+    # per-term source-side features {term name: (B, F)} (no grad): LossTerm.source_features of x, or cached
+    source: dict[str, torch.Tensor] = field(default_factory=dict)
+    # () -> x (B, 3, H, W), no grad: renders the source image when a term first reads ctx.x (cached steps)
+    render_source: Callable[[], torch.Tensor] | None = field(default=None, repr=False)
+
+    def __getattribute__(self, name: str):
+        value = object.__getattribute__(self, name)
+        if name == "x" and value is None:
+            render = object.__getattribute__(self, "render_source")
+            if render is not None:  # the first read renders it; later reads get the same tensor
+                value = render()
+                object.__setattr__(self, "x", value)
+                object.__setattr__(self, "render_source", None)
+        return value
 
     def select(self, rows: torch.Tensor, text: TextFeatures) -> StepContext:
         """The samples ``rows`` (index tensor) of this step with another prompt's text (multi-prompt batches)."""
-        picked = {
-            k: v.index_select(0, rows) if isinstance(v, torch.Tensor) else v for k, v in vars(self).items()
-        }
+        state = vars(self)  # the stored fields: selecting does not render a lazy x
+
+        def pick(v):
+            if isinstance(v, torch.Tensor):
+                return v.index_select(0, rows)
+            if isinstance(v, dict):
+                return {k: t.index_select(0, rows) for k, t in v.items()}
+            return v
+
+        picked = {k: pick(v) for k, v in state.items() if k != "render_source"}
+        if state["x"] is None and state["render_source"] is not None:  # rendered once, shared by the groups
+            picked["render_source"] = lambda: self.x.index_select(0, rows)
         return StepContext(**{**picked, "text": text})
 
     def need(self, name: str) -> torch.Tensor:
@@ -58,6 +88,18 @@ class StepContext:
         value = getattr(self, name)
         if value is None:
             raise RuntimeError(f"StepContext.{name} was not computed: add it to the term's `requires`")
+        return value
+
+    def source_side(self, term: LossTerm) -> torch.Tensor:
+        """``term``'s source-side features (B, F): from the cache when the step had them, else computed from x
+        once per step (no grad)."""
+        value = self.source.get(term.name)
+        if value is None:
+            with torch.no_grad():
+                value = term.source_features(self.need("x"))
+            if value is None:
+                raise RuntimeError(f"loss term {term.name!r} has no source_features to read")
+            self.source[term.name] = value
         return value
 
 
@@ -73,6 +115,12 @@ class LossTerm(nn.Module):
 
     def forward(self, ctx: StepContext) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def source_features(self, x: torch.Tensor) -> torch.Tensor | None:
+        """This term's features of the source image x (B, 3, H, W) -> (B, F), a fixed function of the latent
+        (frozen nets, no randomness), read in ``forward`` through ``ctx.source_side(self)``; None: it has none.
+        Terms that define them can be served from the per-latent source cache without rendering x."""
+        return None
 
 
 class LossSum(nn.Module):

@@ -67,9 +67,11 @@ class IdentityLoss(LossTerm):
         x = F.adaptive_avg_pool2d(x[:, :, top:bottom, left:right], self.out_size)
         return normalize(self.backbone(x).flatten(1))
 
+    def source_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embed(x)  # (B, F): fixed per latent, so the source cache can serve it
+
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        with torch.no_grad():
-            src = self.embed(ctx.need("x"))
+        src = ctx.source_side(self)  # (B, F), no grad: cached per latent or embedded from x
         return (1 - (self.embed(ctx.need("x_hat")) * src).sum(-1)).mean()
 
 

@@ -1,0 +1,326 @@
+"""Per-latent cache of the source side of a training step: CLIP's embedding of the source image and each loss
+term's ``source_features`` (the identity net's), one row per latent of a split.
+
+The generator (fixed noise), CLIP and the terms' nets are frozen, so these rows are fixed per latent: a step whose
+batch is cached skips the source's CLIP call and its identity forward, and renders the source image only when a
+term reads it (pixel L1, perceptual). A cache is keyed by a fingerprint of the split's latents, the generator's
+and the nets' weights, the entries, the precision and the device type; a changed fingerprint is another file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+log = logging.getLogger("cfclip")
+
+CLIP_ENTRY = (
+    "clip"  # the entry of CLIP's image embedding of the source; the others are named after loss terms
+)
+FORMAT = 1
+
+
+@dataclass
+class SourceCacheOptions:
+    """``data.source_cache``: ``enabled`` auto (on wherever a loss term has a source side) | true | false;
+    ``fill`` lazy (rows computed as latents are first seen) | eager (every row at fit start; DDP always);
+    ``dir`` where the files go (null: a ``source_cache`` folder beside the latents file; random latents: memory)."""
+
+    enabled: bool | str = "auto"
+    fill: str = "lazy"
+    dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.enabled not in ("auto", True, False):
+            raise ValueError(f"data.source_cache.enabled must be auto, true or false, got {self.enabled!r}")
+        if self.fill not in ("lazy", "eager"):
+            raise ValueError(f"data.source_cache.fill must be lazy or eager, got {self.fill!r}")
+
+
+def has_source_features(term: nn.Module) -> bool:
+    """Whether a loss term defines ``source_features`` (LossTerm's default returns None)."""
+    from src.losses.base import LossTerm
+
+    return isinstance(term, LossTerm) and type(term).source_features is not LossTerm.source_features
+
+
+def _update(h: Any, t: Tensor) -> None:
+    t = t.detach().to("cpu").contiguous().reshape(-1)
+    h.update(f"{tuple(t.shape)}{t.dtype}".encode())
+    h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+
+
+def digest(tensors: Iterable[Tensor], *extra: object) -> str:
+    """A hex fingerprint of tensors' values, shapes and dtypes, and of ``extra`` (their repr)."""
+    h = hashlib.blake2b(digest_size=16)
+    for t in tensors:
+        _update(h, t)
+    h.update(repr(extra).encode())
+    return h.hexdigest()
+
+
+def net_digest(net: nn.Module) -> str:
+    """Fingerprint of a module's parameters and buffers and of its plain settings (pool size, crop, ...)."""
+    state = net.state_dict()
+    settings = [
+        (where, k, repr(v))
+        for where, m in net.named_modules()
+        for k, v in sorted(vars(m).items())
+        if not k.startswith("_")
+        and k not in ("weight", "name", "training")
+        and isinstance(v, int | float | str | tuple)
+    ]
+    return digest((state[k] for k in sorted(state)), sorted(state), settings, type(net).__name__)
+
+
+class SourceCache:
+    """The source side of one split's ``n`` latents: ``{entry: (n, F)}``, which rows are filled, and how many
+    times this process (or, after ``all_reduce``, the whole DDP job) computed each row."""
+
+    def __init__(self, n: int, key: str, path: str | os.PathLike | None = None):
+        self.n, self.key = int(n), key
+        self.path = Path(path) if path is not None else None
+        self.entries: dict[str, Tensor] = {}
+        self.filled = torch.zeros(self.n, dtype=torch.bool)
+        self.fills = torch.zeros(self.n, dtype=torch.int32)
+        self.dirty = False
+        if self.path is not None and self.path.is_file():
+            self.load()
+        self.opened = self.filled.clone()  # rows that came from the file (DDP merges only the new ones)
+
+    def __len__(self) -> int:
+        return int(self.filled.sum())
+
+    def lookup(self, idx: Tensor) -> dict[str, Tensor] | None:
+        """The rows (B, F) of the latents ``idx`` (B,) on the host, or None when one of them is not filled."""
+        idx = idx.long()
+        if not bool(self.filled[idx].all()):
+            return None
+        return {k: v.index_select(0, idx) for k, v in self.entries.items()}
+
+    def store(self, idx: Tensor, values: dict[str, Tensor]) -> None:
+        """Keep the rows (B, F) of the latents ``idx`` (B,) that are not filled yet (a host copy)."""
+        idx = idx.long().cpu()
+        new = ~self.filled[idx]
+        if not bool(new.any()):
+            return
+        rows = idx[new]
+        for k, v in values.items():
+            v = v.detach().to("cpu")[new]  # (b, F)
+            if k not in self.entries:
+                self.entries[k] = torch.zeros(self.n, *v.shape[1:], dtype=v.dtype)
+            self.entries[k][rows] = v
+        self.filled[rows] = True
+        self.fills[rows] += 1
+        self.dirty = True
+
+    def missing(self, rows: Tensor | None = None) -> Tensor:
+        """The indices (of ``rows``, default all) whose source side is not cached yet."""
+        rows = torch.arange(self.n) if rows is None else rows.long()
+        return rows[~self.filled[rows]]
+
+    # ---- files -------------------------------------------------------------------------------------------
+    def save(self) -> None:
+        """Write the cache atomically (a temporary file, then a rename): an interrupted fill resumes from it."""
+        if self.path is None or not self.dirty:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "format": FORMAT,
+            "key": self.key,
+            "n": self.n,
+            "filled": self.filled,
+            "fills": self.fills,
+            "entries": self.entries,
+        }
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        torch.save(state, tmp)
+        os.replace(tmp, self.path)
+        self.dirty = False
+
+    def load(self) -> None:
+        state = torch.load(self.path, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict) or state.get("format") != FORMAT or state.get("key") != self.key:
+            log.info("source cache %s: another fingerprint, not used", self.path)
+            return
+        if state["n"] != self.n:
+            return
+        self.entries, self.filled, self.fills = state["entries"], state["filled"], state["fills"]
+
+    # ---- DDP ---------------------------------------------------------------------------------------------
+    def all_reduce(self, device: torch.device) -> None:
+        """Merge the rows the DDP ranks filled since the cache was opened, so each rank reads the same cache. The
+        ranks fill disjoint rows, so each new row is one rank's value (exact); ``fills`` counts the whole job's
+        computations of a row (2 would mean a row was filled twice)."""
+        import torch.distributed as dist
+
+        new = self.filled & ~self.opened
+        names = sorted(self.entries)
+        count = torch.tensor([len(names)], device=device)
+        dist.all_reduce(count, op=dist.ReduceOp.MAX)
+        if int(count) != len(names):
+            raise RuntimeError(
+                "source cache: a DDP rank computed no rows (fewer latents than ranks?); use data.source_cache.enabled=false"
+            )
+        got = new.int().to(device)
+        dist.all_reduce(got)
+        fills = torch.where(new, self.fills, 0).to(device)
+        dist.all_reduce(fills)
+        for k in names:
+            v = self.entries[k]
+            mask = new.view(-1, *[1] * (v.ndim - 1))
+            mine = torch.where(mask, v.float(), 0.0).to(device)
+            dist.all_reduce(mine)
+            merged = (mine / got.clamp_min(1).view_as(mask).to(mine.dtype)).to("cpu", v.dtype)
+            self.entries[k] = torch.where(self.opened.view_as(mask), v, merged)
+        now = got.cpu() > 0
+        self.fills = torch.where(now, fills.cpu().int(), self.fills)
+        self.filled = self.opened | now
+        self.dirty = True
+
+
+def precision_tag(precision: object) -> str:
+    """'bf16' | '16' | '32' from a Lightning precision ('bf16-mixed', '32-true', 32) or the bench's."""
+    p = str(precision)
+    return "bf16" if "bf16" in p else ("16" if p.startswith("16") else "32")
+
+
+def cache_entries(module: Any) -> dict[str, nn.Module]:
+    """The entries a module's step can take from the cache, with the net behind each: CLIP's embedding of the
+    source (unless the source is augmented: its views change every step) and each term's source features."""
+    requires = module.requires
+    out: dict[str, nn.Module] = {}
+    needs_clip = "edit_features" in requires or "view_features" in requires
+    if needs_clip and not module.augment_source:
+        out[CLIP_ENTRY] = module.clip
+    for name, term in module.loss.terms.items():
+        if has_source_features(term):
+            out[name] = term
+    return out
+
+
+def cache_key(module: Any, latents: Tensor, precision: object, device: torch.device | str) -> str:
+    """The fingerprint of a split's cache: its latents, the generator, each entry's net, precision, device."""
+    nets = cache_entries(module)
+    parts = [digest([latents]), net_digest(module.generator)]
+    parts += [f"{name}:{net_digest(net)}" for name, net in sorted(nets.items())]
+    return digest([], parts, precision_tag(precision), torch.device(device).type, FORMAT)
+
+
+def open_caches(
+    module: Any,
+    splits: dict[str, Tensor],
+    options: SourceCacheOptions,
+    dirs: dict[str, Path | None],
+    precision: object,
+    device: torch.device | str,
+) -> dict[str, SourceCache]:
+    """One cache per split (train, val) for ``module``'s step, loaded from its file when one matches; {} when off."""
+    if options.enabled is False or not module.requires or not cache_entries(module):
+        return {}
+    caches = {}
+    for split, latents in splits.items():
+        key = cache_key(module, latents, precision, device)
+        folder = Path(options.dir).expanduser() if options.dir else dirs.get(split)
+        path = folder / f"{split}-{key[:16]}.pt" if folder is not None else None
+        caches[split] = SourceCache(len(latents), key, path)
+    return caches
+
+
+def fill(
+    cache: SourceCache,
+    latents: Tensor,
+    compute: Callable[[Tensor], dict[str, Tensor]],
+    rows: Tensor,
+    batch_size: int,
+    device: torch.device,
+    n_latent: int,
+    progress: bool = False,
+    save_every: int | None = 50,
+) -> int:
+    """Compute the source side of the ``rows`` not cached yet, ``batch_size`` at a time (``compute``: latents
+    (b, L, D) on ``device`` -> entries); saves every ``save_every`` batches and at the end (resumable; None:
+    never, as DDP ranks before their merge). Returns the number of rows filled."""
+    todo = cache.missing(rows)
+    batches = todo.split(max(1, batch_size))
+    if progress:
+        from tqdm import tqdm
+
+        batches = tqdm(batches, desc=f"source cache {cache.path.name if cache.path else ''}", unit="batch")
+    for i, idx in enumerate(batches):
+        w = latents[idx].float()
+        if w.ndim == 2:  # W latents: one style vector for every layer (as LatentDataset)
+            w = w[:, None].expand(-1, n_latent, -1)
+        cache.store(idx, compute(w.to(device)))
+        if save_every and (i + 1) % save_every == 0:
+            cache.save()
+    if save_every:
+        cache.save()
+    return len(todo)
+
+
+# ---- the Lightning module's hooks (src/module.py) ---------------------------------------------------------
+def caches_for(module: Any, datamodule: Any) -> dict[str, SourceCache]:
+    """The caches of the train and val splits that a datamodule with ``source_cache`` options asks for."""
+    options = getattr(datamodule, "source_cache", None)
+    if not isinstance(options, SourceCacheOptions):
+        return {}
+    splits = {s: datamodule.splits[s] for s in ("train", "val") if s in datamodule.splits}
+    dirs = {s: datamodule.cache_dir(s) for s in splits}
+    trainer = module.trainer
+    caches = open_caches(module, splits, options, dirs, trainer.precision, trainer.strategy.root_device)
+    if caches:
+        log.info(
+            "source cache: %s (%s)",
+            ", ".join(f"{s} {len(c)}/{c.n} cached" for s, c in caches.items()),
+            ", ".join(sorted(cache_entries(module))),
+        )
+    return caches
+
+
+def prefill(module: Any, datamodule: Any) -> None:
+    """At fit start: fill every row now when ``fill=eager``, and always under DDP, where each rank computes the
+    rows ``rank::world`` and the ranks then merge them (every rank reads the same cache; no row is filled twice)."""
+    caches = module.source_caches
+    if not caches:
+        return
+    trainer = module.trainer
+    world, rank = trainer.world_size, trainer.global_rank
+    if datamodule.source_cache.fill != "eager" and world == 1:
+        return
+    show = rank == 0 and trainer.progress_bar_callback is not None
+
+    def compute(w: Tensor) -> dict[str, Tensor]:
+        return module.source_side(module.render_source(w))
+
+    for split, cache in caches.items():
+        with trainer.precision_plugin.forward_context():
+            fill(
+                cache,
+                datamodule.splits[split],
+                compute,
+                torch.arange(rank, cache.n, world),
+                datamodule.batch_size,
+                module.device,
+                module.generator.n_latent,
+                progress=show,
+                save_every=None if world > 1 else 50,
+            )
+        if world > 1:
+            cache.all_reduce(module.device)
+    save_caches(module)
+
+
+def save_caches(module: Any) -> None:
+    """Write the caches with new rows (the global-zero rank only)."""
+    if module.trainer.is_global_zero:
+        for cache in module.source_caches.values():
+            cache.save()
