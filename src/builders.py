@@ -45,11 +45,17 @@ def build(cfg: DictConfig) -> tuple[CFCLIPModule, LatentDataModule]:
 
 def build_mapper(cfg: DictConfig, generator: Any, clip: Any, prompt: Any) -> Any:
     """The run's mapper, sized from its generator, CLIP and prompts (the TEM input's width: ``tem_factors``)."""
+    return mapper_from_sizes(
+        cfg, generator.n_latent, generator.style_dim, clip.embed_dim, tem_factors(prompt)
+    )
+
+
+def mapper_from_sizes(
+    cfg: DictConfig, n_latent: int, latent_dim: int, text_dim: int, text_factors: int = 1
+) -> Any:
+    """The run's mapper from sizes alone (no generator or CLIP built: e.g. checking a converted file)."""
     return instantiate(cfg.model.mapper)(
-        n_latent=generator.n_latent,
-        latent_dim=generator.style_dim,
-        text_dim=clip.embed_dim,
-        text_factors=tem_factors(prompt),
+        n_latent=n_latent, latent_dim=latent_dim, text_dim=text_dim, text_factors=text_factors
     )
 
 

@@ -92,10 +92,11 @@ def load_editors(ckpts: list[str], device: torch.device) -> tuple[Any, DictConfi
             list(module.texts.targets),
         )
     ]
-    domain = OmegaConf.to_container(run_cfg.domain)
+    # load_run points a converted mapper's generator at its own file
+    domain = same_domain_key(run_cfg, run_cfg.domain.generator.get("checkpoint") == str(ckpts[0]))
     for path in ckpts[1:]:
         ckpt, cfg = _run_config(str(path))
-        if OmegaConf.to_container(cfg.domain) != domain:
+        if same_domain_key(cfg, isinstance(ckpt.get("g_ema"), dict)) != domain:
             raise ValueError(
                 f"{path} was trained on another domain ({cfg.domain.name}) than {ckpts[0]} ({run_cfg.domain.name}); "
                 "edit with checkpoints of one domain at a time"
@@ -119,6 +120,15 @@ def load_editors(ckpts: list[str], device: torch.device) -> tuple[Any, DictConfi
         if labels.count(e.label) > 1:
             e.label = f"{e.label}#{i}"
     return module, run_cfg, editors
+
+
+def same_domain_key(cfg: DictConfig, embedded: bool) -> dict:
+    """A run's domain for the one-domain check. A converted authors' mapper (``embedded``: it holds its generator,
+    src.official) names its own file as the generator's: left out, so the first checkpoint's generator stands in."""
+    domain = OmegaConf.to_container(cfg.domain)
+    if embedded:
+        domain["generator"]["checkpoint"] = None
+    return domain
 
 
 def trained_texts(ckpt: dict, cfg: DictConfig) -> list[str]:

@@ -49,6 +49,10 @@ def load_run(ckpt_path: str) -> tuple[Any, DictConfig, Any]:
     if not hparams or "domain" not in hparams:
         raise ValueError(f"{ckpt_path} is not a cfclip run checkpoint (no stored run config)")
     run_cfg = OmegaConf.create(_renamed(dict(hparams)))
+    if isinstance(
+        ckpt.get("g_ema"), dict
+    ):  # a converted authors' mapper holds its generator: read it from here
+        run_cfg.domain.generator.checkpoint = str(ckpt_path)
     module, datamodule = build(run_cfg)
     module.load_state_dict(ckpt["state_dict"])
     return module, run_cfg, datamodule
