@@ -10,6 +10,7 @@ mapper in ``model=official`` / ``model=styleclip``, the text from ``opts.descrip
 
 from __future__ import annotations
 
+import json
 import re
 from importlib.metadata import version
 from pathlib import Path
@@ -35,6 +36,7 @@ from src.models.official_format import (
 from src.models.weights import load_checkpoint, save_atomic
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
+CLIP_CONFIGS = Path(__file__).resolve().parent / "models" / "clip_configs"
 # domains whose generator is a StyleGAN2 built from sizes + a checkpoint file (the converted run's decoder)
 GENERATOR_TARGETS = ("src.models.real.real_generator", "src.models.factory.create_generator")
 EMPTY_LOOPS = ("fit_loop", "validate_loop", "test_loop", "predict_loop")
@@ -60,11 +62,13 @@ def default_domain(spec: OfficialMapper, where: str) -> str:
 
 
 def _clip_width(clip: DictConfig) -> int | None:
-    """The embedding width a domain's CLIP config gives, where it can be told without building it."""
-    from src.models.factory import clip_model_config
-
-    if clip.get("model_config") is not None:
-        return int(clip_model_config(clip.model_config)["embed_dim"])
+    """The embedding width a domain's CLIP config gives, where it can be told without building it (a built-in
+    architecture file, src/models/clip_configs/<name>.json, or an OpenAI ViT-B/32)."""
+    spec = clip.get("model_config")
+    if isinstance(spec, str) and (CLIP_CONFIGS / f"{spec}.json").is_file():
+        return int(json.loads((CLIP_CONFIGS / f"{spec}.json").read_text())["embed_dim"])
+    if spec is not None:
+        return int(spec["embed_dim"]) if "embed_dim" in spec else None
     return DIM if str(clip.get("model_name")) in ("ViT-B-32", "ViT-B-32-quickgelu") else None
 
 

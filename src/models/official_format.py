@@ -134,7 +134,9 @@ def _check_decoder(decoder: dict[str, torch.Tensor], size: int, where: str) -> d
     try:
         cfg = rosinality_config(decoder)
     except WeightsError as err:
-        raise FormatError(f"{where}: the decoder is {err}") from None
+        raise FormatError(
+            f"{where}: the decoder.* weights do not read as a StyleGAN2 generator: {err}"
+        ) from None
     if cfg["size"] != size:
         raise FormatError(
             f"{where}: opts.stylegan_size is {size} ({n_latent_of(size)} style layers) but the decoder is a "
@@ -226,17 +228,14 @@ def parse_official(obj: Any, where: str) -> OfficialMapper:
     extra = sorted(set(theirs) - set(expected))
     if missing or extra:
         n_text = len({k.split(".")[1] for k in theirs if k.startswith("text_mapper.")})
-        text = (
-            f"; the text mapper has {n_text} nets, stylegan_size {size} needs {n_latent}"
-            if kind == "cfclip" and n_text != n_latent
-            else ""
-        )
+        parts = [f"missing keys {_listing(missing)}"] if missing else []
+        parts += [f"unexpected keys {_listing(extra)}"] if extra else []
+        if kind == "cfclip" and n_text != n_latent:
+            parts.append(f"the text mapper has {n_text} nets, stylegan_size {size} needs {n_latent}")
         flags = ", ".join(f"no_{g}_mapper={not on}" for g, on in groups.items())
         raise FormatError(
-            f"{where}: the {KIND_NAMES[kind]} mapper does not match its options ({flags}, stylegan_size {size})"
-            + (f": missing keys {_listing(missing)}" if missing else "")
-            + (f"; unexpected keys {_listing(extra)}" if extra else "")
-            + text
+            f"{where}: the {KIND_NAMES[kind]} mapper does not match its options ({flags}, stylegan_size {size}): "
+            + "; ".join(parts)
         )
     wrong = [
         f"{k} {tuple(theirs[k].shape)} (expected {s})"
