@@ -92,11 +92,10 @@ def load_editors(ckpts: list[str], device: torch.device) -> tuple[Any, DictConfi
             list(module.texts.targets),
         )
     ]
-    # load_run points a converted mapper's generator at its own file
-    domain = same_domain_key(run_cfg, run_cfg.domain.generator.get("checkpoint") == str(ckpts[0]))
+    domain = same_domain_key(run_cfg)
     for path in ckpts[1:]:
         ckpt, cfg = _run_config(str(path))
-        if same_domain_key(cfg, isinstance(ckpt.get("g_ema"), dict)) != domain:
+        if same_domain_key(cfg) != domain:
             raise ValueError(
                 f"{path} was trained on another domain ({cfg.domain.name}) than {ckpts[0]} ({run_cfg.domain.name}); "
                 "edit with checkpoints of one domain at a time"
@@ -122,12 +121,13 @@ def load_editors(ckpts: list[str], device: torch.device) -> tuple[Any, DictConfi
     return module, run_cfg, editors
 
 
-def same_domain_key(cfg: DictConfig, embedded: bool) -> dict:
-    """A run's domain for the one-domain check. A converted authors' mapper (``embedded``: it holds its generator,
-    src.official) names its own file as the generator's: left out, so the first checkpoint's generator stands in."""
+def same_domain_key(cfg: DictConfig) -> dict:
+    """A run's domain for the one-domain check, without the path of its generator file: a converted authors' mapper
+    names its own file (src.official) and a run fine-tuned from it names that one; the first checkpoint's generator
+    renders every column."""
     domain = OmegaConf.to_container(cfg.domain)
-    if embedded:
-        domain["generator"]["checkpoint"] = None
+    if isinstance(domain.get("generator"), dict):
+        domain["generator"].pop("checkpoint", None)
     return domain
 
 

@@ -39,6 +39,8 @@ CONF = Path(__file__).resolve().parents[1] / "conf"
 CLIP_CONFIGS = Path(__file__).resolve().parent / "models" / "clip_configs"
 # domains whose generator is a StyleGAN2 built from sizes + a checkpoint file (the converted run's decoder)
 GENERATOR_TARGETS = ("src.models.real.real_generator", "src.models.factory.create_generator")
+# the arguments real_generator and create_generator share, at their defaults (StyleGAN2 config-f)
+GENERATOR_DEFAULTS = dict(style_dim=512, n_mlp=8, channel_multiplier=2, channel_max=512, channel_base=16384)
 EMPTY_LOOPS = ("fit_loop", "validate_loop", "test_loop", "predict_loop")
 
 
@@ -125,6 +127,9 @@ def run_config(
     name = re.sub(r"[^0-9a-zA-Z]+", "_", spec.description).strip("_").lower()[:60] or "custom"
     # the run checkpoint holds the decoder as g_ema, so it is the generator's file
     generator = {**spec.generator_config, "checkpoint": str(out.resolve())}
+    # only what differs from the domain's generator (a key it lacks has the constructors' default), so a converted
+    # FFHQ mapper's domain equals a run's trained here (src.edit compares them)
+    generator = {k: v for k, v in generator.items() if gen.get(k, GENERATOR_DEFAULTS.get(k)) != v}
     tune = [
         *domain,
         f"model={model}",
@@ -134,7 +139,6 @@ def run_config(
     tune += [
         f"{'' if k in gen else '+'}domain.generator.{k}={_quoted(v) if isinstance(v, str) else v}"
         for k, v in generator.items()
-        if gen.get(k) != v
     ]
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = str(out.parent.resolve())

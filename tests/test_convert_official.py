@@ -217,3 +217,17 @@ def test_finetune_then_export_round_trip(cases, tmp_path):
     with torch.no_grad():
         assert torch.equal(m1.edit(w), m2.edit(w))
         assert torch.equal(m1.generator.synthesis(w[:1]), m2.generator.synthesis(w[:1]))
+
+    # the authors' mapper beside the one trained here, on the same latents (docs/experiments.md)
+    from src.edit import run_edit
+
+    w_theirs, _ = case.latents(n=2)
+    torch.save(w_theirs, tmp_path / "w.pt")
+    edit = task_cfg("edit", tmp_path / "side", f"ckpt=[{case.ckpt},{last}]", f"latents={tmp_path / 'w.pt'}")
+    result = run_edit(edit)
+    assert result["columns"] == ["source", "face_with_green_lipstick#0", "face_with_green_lipstick#1"]
+    edits = torch.load(tmp_path / "side" / "latents.pt", weights_only=True)["edits"]
+    t = case.run[0].texts.embeddings[0]
+    ref = reference_w_hat(case.file, w_theirs, t)
+    assert (edits["face_with_green_lipstick#0"] - ref).abs().max() < 1e-5
+    assert (edits["face_with_green_lipstick#1"] - ref).abs().max() > 1e-4  # the fine-tuned mapper edits otherwise
