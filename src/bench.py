@@ -4,11 +4,13 @@ Prints ONE JSON object comparing, on the same models and the same batch, in one 
 
 * ``step_ms``: our real training step, ``CFCLIPModule.step_loss`` + backward + optimizer step (what
   ``training_step`` does, without Lightning's logging; ``prompt=multi``: each prompt's samples with its own
-  text), built by ``src.builders.build`` from the configs;
-* ``core_ms``: the irreducible core, generator forward+backward on the edited latents, CLIP on the source
-  (forward) and on the K views (forward+backward; the edited image is resized to CLIP's input once and
-  repeated K times), nothing else. ``source_render_ms`` is the no-grad render of the source image, which
-  the method also needs every step; ``overhead_ratio_full`` counts it as core too;
+  text), built by ``src.builders.build`` from the configs, with the per-latent source cache ``cache=warm``
+  (the steady state: every latent seen before), ``cold`` (an empty cache each step: the first epoch) or
+  ``off``; ``step_uncached_ms`` is the same step without the cache, ``cache_speedup`` their ratio;
+* ``core_ms``: the irreducible core, the edited side only: generator forward+backward on the edited latents and
+  CLIP on the K views (forward+backward; the edited image is resized to CLIP's input once and repeated K
+  times), nothing else. ``source_render_ms`` is the no-grad render of the source image, which an uncached
+  step needs; ``overhead_ratio_full`` counts it as core too;
 * ``official_ms``: the same models doing the official code's per-step work (yingchen001/CF-CLIP
   ``coach.py`` + ``criteria/nce_loss.py``): the target text encoded every step and 4 x T template prompts
   in the NCE loss, tokenized and encoded with autograd on; the source encoded K times; K augmentation calls
@@ -28,7 +30,9 @@ synthesis and the CLIP image tower), ``channels_last`` (generator activations in
 generator's own, NHWC on CPU only), ``threads`` (default: torch's), ``frozen_grads`` (the official pattern
 computes the frozen weight gradients; default true), ``regularizers`` (keep the domain's identity/perceptual
 terms; default: tiny yes, others no), ``tf32`` (CUDA: TF32 matmuls; convolutions use TF32 by torch's
-default anyway; default false, as training), ``seed``.
+default anyway; default false, as training), ``seed``, ``cache`` (warm|cold|off, default warm), ``official``
+(measure the official pattern; default true), ``graph`` (our step through ``src.step_graph.GraphedStep``:
+CUDA graphs via torch.compile reduce-overhead on CUDA, the eager step elsewhere; default false).
 
 Presets. ``tiny``: ``domain=tiny``. ``toyfaces``: the shipped toyfaces world when its assets exist, else its
 architecture with random weights (64 px generator, style 128, 2 MLP layers, channel_multiplier 1, channels
@@ -53,6 +57,7 @@ import torch
 import torch.nn.functional as F
 
 from src.bench_options import compose_config, parse_args
+from src.data.source_cache import SourceCache, cache_entries
 from src.utils.measure import peak_memory_mb, requires_grad, sync
 
 
@@ -102,18 +107,47 @@ class Bench:
             w = mean + 0.7 * (g.mapping(z) - mean)
         self.w = w[:, None].expand(-1, g.n_latent, -1).contiguous()  # (B, L, D)
         with torch.no_grad(), self.autocast():
-            self.x_src = g.synthesis(self.w).float()  # (B, 3, H, W), for the core's source CLIP forward
             self.w_hat = self.module.edit(self.w).float()  # (B, L, D) edited latents for the core
         self.probe = torch.randn(opts["batch"] * self.K, self.clip.embed_dim, device=self.device)
         self._build_official()
+        # the batch's latent indices (host), and its source cache: filled now for cache=warm
+        self.batch = {"w": self.w, "idx": torch.arange(opts["batch"])}
+        self.entries = sorted(cache_entries(self.module)) if self.module.requires else []
+        self.cache_mode = opts["cache"] if self.entries else "off"
+        self.cache = SourceCache(opts["batch"], "bench")
+        if self.cache_mode == "warm":
+            with torch.no_grad(), self.autocast():
+                x = self.module.render_source(self.w)
+                self.cache.store(self.batch["idx"], self.module.source_side(x))
+        self.graphed = None
+        if opts["graph"]:
+            from src.step_graph import GraphedStep
+
+            self.graphed = GraphedStep(self.module, self.optimizer, autocast=self.autocast)
 
     # -- ours: exactly training_step's computation + backward + optimizer step --
+    def _step(self, caches: dict[str, SourceCache]) -> None:
+        self.module.source_caches = caches
+        try:
+            if self.graphed is not None:
+                self.graphed(self.batch)
+                return
+            with self.autocast():
+                self.optimizer.zero_grad(set_to_none=True)
+                total, _parts, _per_prompt = self.module.step_loss(self.batch, training=True)
+            total.backward()
+            self.optimizer.step()
+        finally:
+            self.module.source_caches = {}
+
     def ours(self) -> None:
-        self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast():
-            total, _parts, _per_prompt = self.module.step_loss({"w": self.w}, training=True)
-        total.backward()
-        self.optimizer.step()
+        if self.cache_mode == "off":
+            return self._step({})
+        cache = self.cache if self.cache_mode == "warm" else SourceCache(self.opts["batch"], "bench")
+        return self._step({"train": cache})
+
+    def ours_uncached(self) -> None:
+        self._step({})
 
     # -- the irreducible core --
     def core(self) -> None:
@@ -121,8 +155,6 @@ class Bench:
         w_hat = self.w_hat.detach().requires_grad_(True)  # the edit's latents: gradient flows back to them
         with self.autocast():
             x_hat = self.generator.synthesis(w_hat)  # (B, 3, H, W)
-            with torch.no_grad():
-                clip.model.encode_image(clip.preprocess(self.x_src).to(clip.dtype))  # source features
             views = clip.preprocess(x_hat).repeat_interleave(self.K, dim=0)  # (B*K, 3, S, S)
             feats = F.normalize(clip.model.encode_image(views.to(clip.dtype)).float(), dim=-1)
         (feats * self.probe).sum().backward()
@@ -224,12 +256,13 @@ class Bench:
 
     # -- the run --
     def variants(self) -> dict[str, Callable[[], None]]:
-        return {
-            "ours": self.ours,
-            "core": self.core,
-            "source_render": self.source_render,
-            "official": self.official,
-        }
+        out = {"ours": self.ours}
+        if self.cache_mode != "off":
+            out["ours_uncached"] = self.ours_uncached
+        out.update(core=self.core, source_render=self.source_render)
+        if self.opts["official"]:
+            out["official"] = self.official
+        return out
 
     def run(self) -> dict[str, Any]:
         opts, device = self.opts, self.device
@@ -252,9 +285,16 @@ class Bench:
         cpu_med = {n: statistics.median(v) for n, v in cpu.items()}
         memory, how = {}, ""
         for name in ("ours", "core", "official"):
-            memory[name], how = peak_memory_mb(variants[name], device)
+            if name in variants:
+                memory[name], how = peak_memory_mb(variants[name], device)
         syncs, sync_sites = self.count_host_syncs() if device.type == "cuda" else (None, None)
-        step, core, src, official = med["ours"], med["core"], med["source_render"], med["official"]
+        step, core, src, official = med["ours"], med["core"], med["source_render"], med.get("official")
+        uncached = med.get("ours_uncached", step if self.cache_mode == "off" else None)
+        cpu_uncached = cpu_med.get("ours_uncached", cpu_med["ours"])
+
+        def ratio(a: float | None, b: float | None) -> float | None:
+            return None if a is None or b is None else round(a / b, 4)
+
         return {
             "preset": opts["preset"],
             "world": self.world,
@@ -273,22 +313,28 @@ class Bench:
             "channels_last": bool(self.nhwc),
             "steps": opts["steps"],
             "warmup": opts["warmup"],
+            "cache": self.cache_mode,
+            "cache_entries": self.entries,
+            "graph": self.graphed.note if self.graphed is not None else None,
             "step_ms": round(step, 3),
+            "step_uncached_ms": None if uncached is None else round(uncached, 3),
+            "cache_speedup": ratio(uncached, step),
             "core_ms": round(core, 3),
             "overhead_ratio": round(step / core, 4),
             "source_render_ms": round(src, 3),
             "overhead_ratio_full": round(step / (core + src), 4),
-            "official_ms": round(official, 3),
-            "speedup_vs_official": round(official / step, 4),
+            "ms_per_sample": round(step / opts["batch"], 3),
+            "projected_50k_steps_h": round(step * 50_000 / 3.6e6, 3),
+            "official_ms": None if official is None else round(official, 3),
+            "speedup_vs_official": ratio(official, step),
             "official_frozen_grads": opts["frozen_grads"],
-            "step_ms_range": [round(min(times["ours"]), 3), round(max(times["ours"]), 3)],
-            "core_ms_range": [round(min(times["core"]), 3), round(max(times["core"]), 3)],
-            "official_ms_range": [round(min(times["official"]), 3), round(max(times["official"]), 3)],
+            **{f"{key}_ms_range": _range(times.get(name)) for key, name in RANGES},
             # process CPU time (all threads): on a shared, oversubscribed CPU it excludes time spent waiting for
             # a core, so its ratios are steadier than wall-clock ones (CUDA: host time only, not meaningful)
             "cpu_ms": {k: round(v, 3) for k, v in cpu_med.items()},
             "cpu_overhead_ratio": round(cpu_med["ours"] / cpu_med["core"], 4),
-            "cpu_speedup_vs_official": round(cpu_med["official"] / cpu_med["ours"], 4),
+            "cpu_cache_speedup": ratio(cpu_uncached, cpu_med["ours"]),
+            "cpu_speedup_vs_official": ratio(cpu_med.get("official"), cpu_med["ours"]),
             "peak_mem_mb": {k: round(v, 1) for k, v in memory.items()},
             "peak_mem_method": how,
             "host_syncs_per_step": syncs,
@@ -326,6 +372,13 @@ class Bench:
             finally:
                 torch.cuda.set_sync_debug_mode("default")
         return len(sites), sites
+
+
+RANGES = (("step", "ours"), ("step_uncached", "ours_uncached"), ("core", "core"), ("official", "official"))
+
+
+def _range(values: list[float] | None) -> list[float] | None:
+    return None if not values else [round(min(values), 3), round(max(values), 3)]
 
 
 def _short(path: str) -> str:

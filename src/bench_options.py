@@ -40,6 +40,21 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
 }
 
+# The paper's identity term (conf/domain/ffhq.yaml) on an IR-SE50 with random weights (no file needed).
+PAPER_IDENTITY = {
+    "_target_": "src.losses.IdentityLoss",
+    "weight": 0.2,
+    "pool_size": 256,
+    "crop": [35, 223, 32, 220],
+    "out_size": 112,
+    "backbone": {
+        "_target_": "src.models.arcface.Backbone",
+        "input_size": 112,
+        "num_layers": 50,
+        "mode": "ir_se",
+    },
+}
+
 # The toyfaces world's architecture, for when its shipped assets are absent (random weights).
 TOYFACES_RANDOM = [
     "domain=tiny",
@@ -57,7 +72,7 @@ TOYFACES_RANDOM = [
 
 BENCH_KEYS = frozenset(
     "preset steps warmup device batch views precision compile channels_last threads frozen_grads "
-    "regularizers seed tf32".split()
+    "regularizers seed tf32 cache official graph".split()
 )
 
 
@@ -95,6 +110,9 @@ def parse_args(argv: list[str], usage: str = "") -> tuple[dict[str, Any], list[s
     precision = raw.get("precision", "32")
     if precision not in ("32", "bf16"):
         raise SystemExit(f"bench: precision must be 32 or bf16, got {precision!r}")
+    cache = raw.get("cache", "warm")
+    if cache not in ("warm", "cold", "off"):
+        raise SystemExit(f"bench: cache must be warm, cold or off, got {cache!r}")
     opts = {
         "preset": preset,
         "device": device,
@@ -110,6 +128,9 @@ def parse_args(argv: list[str], usage: str = "") -> tuple[dict[str, Any], list[s
         "regularizers": _bool(raw.get("regularizers", str(p["reg"]))),
         "seed": int(raw.get("seed", 0)),
         "tf32": _bool(raw.get("tf32", "false")),
+        "cache": cache,
+        "official": _bool(raw.get("official", "true")),
+        "graph": _bool(raw.get("graph", "false")),
     }
     if opts["steps"] < 1 or opts["warmup"] < 0:
         raise SystemExit("bench: steps must be >= 1 and warmup >= 0")
@@ -149,4 +170,8 @@ def compose_config(opts: dict[str, Any], extra: list[str]) -> tuple[Any, str]:
             cfg.domain.clip.model_config = open_clip.get_model_config("ViT-B-32")  # architecture only
         if not opts["regularizers"]:
             cfg.loss.regularizers = {}
+        elif (
+            preset == "ffhq1024"
+        ):  # the paper's identity term: IR-SE50 (random weights) with the official crop
+            cfg.loss.regularizers = {"identity": PAPER_IDENTITY}
     return cfg, world

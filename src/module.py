@@ -151,7 +151,7 @@ class CFCLIPModule(pl.LightningModule):
         cache = self.source_caches.get(split)
         if cache is None or "idx" not in batch:
             return None
-        idx = batch["idx"].cpu()  # the host copy (transfer_batch_to_device keeps it there): no sync
+        idx = batch["idx"].cpu()  # LatentDataModule keeps the indices on the host: no sync
         hit = cache.lookup(idx)
         if hit is not None:
             return {k: v.to(self.device, non_blocking=True) for k, v in hit.items()}, None
@@ -179,7 +179,17 @@ class CFCLIPModule(pl.LightningModule):
         its own text, weighted by its share of the batch (so a batch of one prompt gives the one-prompt loss)."""
         ids = self.prompt_ids(batch, training)
         source = self.cached_source(batch, "train" if training else "val")
-        ctx = self.compute_context(batch["w"], ids, source)
+        return self.latent_loss(batch["w"], ids, source)
+
+    def latent_loss(
+        self,
+        w: torch.Tensor,
+        ids: torch.Tensor | None,
+        source: tuple[dict[str, torch.Tensor], torch.Tensor | None] | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """step_loss's work for latents w (B, L, D), prompt ids (B,) or None and the cached source side (the part
+        of the step that src.step_graph compiles: device tensors only)."""
+        ctx = self.compute_context(w, ids, source)
         if ids is None:
             total, parts = self.loss(ctx)
             return total, parts, {}
@@ -208,14 +218,6 @@ class CFCLIPModule(pl.LightningModule):
         self.log("val/loss", total, on_epoch=True, prog_bar=True, sync_dist=True)
 
     # ---- the source cache ----------------------------------------------------------------------------------
-    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
-        """The latents go to the device; their indices stay on the host, where the source cache and the prompt
-        schedule read them without a device sync."""
-        if isinstance(batch, dict) and "idx" in batch:
-            rest = {k: v for k, v in batch.items() if k != "idx"}
-            return {**super().transfer_batch_to_device(rest, device, dataloader_idx), "idx": batch["idx"]}
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
     def setup(self, stage: str) -> None:
         """Open the source caches the datamodule asks for (``data.source_cache``), once its splits exist."""
         if stage == "fit" and not self.source_caches:

@@ -54,6 +54,15 @@ KEYS = {
     "host_syncs_per_step",
     "host_sync_sites",
     "loadavg_1m",
+    "cache",
+    "cache_entries",
+    "graph",
+    "step_uncached_ms",
+    "cache_speedup",
+    "cpu_cache_speedup",
+    "step_uncached_ms_range",
+    "ms_per_sample",
+    "projected_50k_steps_h",
 }
 
 
@@ -87,6 +96,28 @@ def test_tiny_preset_prints_json_with_all_keys() -> None:
     assert set(out["peak_mem_mb"]) == {"ours", "core", "official"}
     assert all(v >= 0 for v in out["peak_mem_mb"].values())
     assert out["host_syncs_per_step"] is None and out["host_sync_sites"] is None  # counted on CUDA only
+    # the default is the steady state: a warm source cache, beside the same step without it
+    assert out["cache"] == "warm" and out["cache_entries"] == ["clip", "identity"]
+    assert out["step_uncached_ms"] > 0 and out["cache_speedup"] > 0 and out["cpu_cache_speedup"] > 0
+    assert out["projected_50k_steps_h"] == pytest.approx(out["step_ms"] * 50_000 / 3.6e6, rel=1e-2)
+
+
+def test_cache_modes_graph_fallback_and_no_official() -> None:
+    """cache=off measures no second step; cache=cold runs; graph=true on the CPU is the eager step, said so."""
+    from src.bench import Bench
+
+    def bench(*args: str) -> dict:
+        opts, overrides = parse_args(["preset=tiny", "steps=1", "warmup=0", "device=cpu", *args])
+        return Bench(opts, overrides).run()
+
+    off = bench("cache=off", "official=false")
+    assert off["cache"] == "off" and off["step_uncached_ms"] == off["step_ms"] and off["cache_speedup"] == 1
+    assert off["official_ms"] is None and off["speedup_vs_official"] is None
+    assert set(off["peak_mem_mb"]) == {"ours", "core"}
+    cold = bench("cache=cold", "graph=true", "official=false")
+    assert cold["cache"] == "cold" and cold["step_uncached_ms"] > 0 and "eager" in cold["graph"]
+    with pytest.raises(SystemExit):
+        parse_args(["cache=hot"])
 
 
 def test_overrides_reach_the_config() -> None:

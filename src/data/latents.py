@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytorch_lightning as pl
 import torch
@@ -126,6 +127,14 @@ class LatentDataModule(pl.LightningDataModule):
                 "val": test[: self.num_val],
                 "test": test[: self.num_test] if self.num_test else test,
             }
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """The latents go to the device; their indices stay on the host, where the source cache and the prompt
+        schedule read them without a device sync."""
+        if isinstance(batch, dict) and "idx" in batch:
+            rest = {k: v for k, v in batch.items() if k != "idx"}
+            return {**super().transfer_batch_to_device(rest, device, dataloader_idx), "idx": batch["idx"]}
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
 
     def cache_dir(self, split: str) -> Path | None:
         """Where the split's source cache is kept: a ``source_cache`` folder beside its latents file (val and

@@ -250,7 +250,7 @@ def fill(
     (b, L, D) on ``device`` -> entries); saves every ``save_every`` batches and at the end (resumable; None:
     never, as DDP ranks before their merge). Returns the number of rows filled."""
     todo = cache.missing(rows)
-    batches = todo.split(max(1, batch_size))
+    batches = todo.split(max(1, batch_size)) if len(todo) else ()
     if progress:
         from tqdm import tqdm
 
