@@ -98,6 +98,23 @@ def _listing(keys: list[str], n: int = 3) -> str:
     return ", ".join(keys[:n]) + more
 
 
+def key_problems(
+    expected: dict[str, tuple[int, ...]], found: dict[str, torch.Tensor], prefix: str = ""
+) -> list[str]:
+    """'missing keys ...', 'unexpected keys ...', 'shape mismatch ...' between a layout and a state dict."""
+    missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    shapes = [
+        f"{k} {tuple(v.shape)} (expected {expected[k]})"
+        for k, v in found.items()
+        if k in expected and tuple(v.shape) != expected[k]
+    ]
+    return [
+        *([f"missing keys {prefix}{_listing(missing)}"] if missing else []),
+        *([f"unexpected keys {prefix}{_listing(extra)}"] if extra else []),
+        *([f"shape mismatch {prefix}{_listing(shapes, 2)}"] if shapes else []),
+    ]
+
+
 def _flag(opts: dict, name: str, where: str) -> bool:
     value = opts.get(name, False)
     if not isinstance(value, bool):
@@ -148,25 +165,10 @@ def _check_decoder(decoder: dict[str, torch.Tensor], size: int, where: str) -> d
         )
     with torch.device("meta"):
         expected = {k: tuple(v.shape) for k, v in Generator(**cfg).state_dict().items()}
-    missing = sorted(set(expected) - set(decoder))
-    extra = sorted(set(decoder) - set(expected))
-    bad = [
-        f"{k} {tuple(decoder[k].shape)} (expected {expected[k]})"
-        for k in expected
-        if k in decoder and tuple(decoder[k].shape) != expected[k]
-    ]
-    if missing or extra or bad:
+    problems = key_problems(expected, decoder, "decoder.")
+    if problems:
         raise FormatError(
-            f"{where}: the decoder is not a StyleGAN2 generator at {size} px: "
-            + "; ".join(
-                part
-                for part in (
-                    missing and f"missing keys decoder.{_listing(missing)}",
-                    extra and f"unexpected keys decoder.{_listing(extra)}",
-                    bad and f"shape mismatch {_listing(bad, 2)}",
-                )
-                if part
-            )
+            f"{where}: the decoder is not a StyleGAN2 generator at {size} px: " + "; ".join(problems)
         )
     return cfg
 
@@ -223,27 +225,16 @@ def parse_official(obj: Any, where: str) -> OfficialMapper:
 
     pairs = key_pairs(kind, n_latent, groups)
     theirs = {k: v for k, v in state.items() if not k.startswith("decoder.")}
-    expected = {t: shape for _, t, shape in pairs}
-    missing = sorted(set(expected) - set(theirs))
-    extra = sorted(set(theirs) - set(expected))
-    if missing or extra:
-        n_text = len({k.split(".")[1] for k in theirs if k.startswith("text_mapper.")})
-        parts = [f"missing keys {_listing(missing)}"] if missing else []
-        parts += [f"unexpected keys {_listing(extra)}"] if extra else []
-        if kind == "cfclip" and n_text != n_latent:
-            parts.append(f"the text mapper has {n_text} nets, stylegan_size {size} needs {n_latent}")
+    problems = key_problems({t: shape for _, t, shape in pairs}, theirs)
+    n_text = len({k.split(".")[1] for k in theirs if k.startswith("text_mapper.")})
+    if problems and kind == "cfclip" and n_text != n_latent:
+        problems.append(f"the text mapper has {n_text} nets, stylegan_size {size} needs {n_latent}")
+    if problems:
         flags = ", ".join(f"no_{g}_mapper={not on}" for g, on in groups.items())
         raise FormatError(
             f"{where}: the {KIND_NAMES[kind]} mapper does not match its options ({flags}, stylegan_size {size}): "
-            + "; ".join(parts)
+            + "; ".join(problems)
         )
-    wrong = [
-        f"{k} {tuple(theirs[k].shape)} (expected {s})"
-        for k, s in expected.items()
-        if tuple(theirs[k].shape) != s
-    ]
-    if wrong:
-        raise FormatError(f"{where}: shape mismatch: {_listing(wrong, 2)}")
     mapper_state = {ours: theirs[t].float() for ours, t, _ in pairs}
     if not all(torch.isfinite(v).all() for v in mapper_state.values()):
         raise FormatError(f"{where}: the mapper holds NaN or Inf values")
@@ -272,27 +263,11 @@ def to_official(
     """Our mapper + generator state dicts -> their ``StyleCLIPMapper.state_dict()`` (every key, strict)."""
     kind = "cfclip" if use_tem else "styleclip"
     pairs = key_pairs(kind, n_latent, groups)
-    expected = {ours: shape for ours, _, shape in pairs}
-    missing = sorted(set(expected) - set(mapper_state))
-    extra = sorted(set(mapper_state) - set(expected))
-    wrong = [
-        f"{k} {tuple(mapper_state[k].shape)}"
-        for k in expected
-        if k in mapper_state and tuple(mapper_state[k].shape) != expected[k]
-    ]
-    if missing or extra or wrong:
+    problems = key_problems({ours: shape for ours, _, shape in pairs}, mapper_state)
+    if problems:
         raise FormatError(
             f"{where}: this mapper cannot be written in the {KIND_NAMES[kind]} format ({DIM}-wide nets, "
-            f"{N_LINEAR} layers each, {n_latent} text nets): "
-            + "; ".join(
-                p
-                for p in (
-                    missing and f"missing {_listing(missing)}",
-                    extra and f"extra {_listing(extra)}",
-                    wrong and f"shapes {_listing(wrong, 2)}",
-                )
-                if p
-            )
+            f"{N_LINEAR} layers each, {n_latent} text nets): " + "; ".join(problems)
         )
     out = {t: mapper_state[ours].detach().cpu().float().clone() for ours, t, _ in pairs}
     out.update({f"decoder.{k}": v.detach().cpu().float().clone() for k, v in decoder_state.items()})
