@@ -230,4 +230,6 @@ def test_finetune_then_export_round_trip(cases, tmp_path):
     t = case.run[0].texts.embeddings[0]
     ref = reference_w_hat(case.file, w_theirs, t)
     assert (edits["face_with_green_lipstick#0"] - ref).abs().max() < 1e-5
-    assert (edits["face_with_green_lipstick#1"] - ref).abs().max() > 1e-4  # the fine-tuned mapper edits otherwise
+    assert (
+        edits["face_with_green_lipstick#1"] - ref
+    ).abs().max() > 1e-4  # the fine-tuned mapper edits otherwise
