@@ -308,7 +308,7 @@ def add_clip_features(
             src_feats = clip.encode_image(src_in)
             ctx.src_features = src_feats[:B]  # (B, E)
     inputs = ([ctx.x_hat] if need_edit else []) + ([views.flatten(0, 1)] if need_views else [])
-    feats = clip.encode_image(torch.cat(inputs))  # one CLIP call: (B [+ B*K], E)
+    feats = clip.encode_image(inputs)  # one CLIP call, joined at CLIP's input size: (B [+ B*K], E)
     if need_edit:
         ctx.edit_features, feats = feats[:B], feats[B:]
     if need_views:
