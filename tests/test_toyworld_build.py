@@ -16,6 +16,7 @@ from PIL import Image
 from src.models.weights import WeightsError
 from src.toyworld import assets
 from src.toyworld.build import main as build_main
+from src.toyworld.shortcuts import counterfactual_values
 from tests.conftest import ROOT
 
 ASSET_FILES = {
@@ -44,6 +45,8 @@ REPORT_KEYS = {
     "oracle_rule_agreement_labels",  # which rule labelled the calibration set ("vote": the judge's)
     "ceilings",  # the ideal-edit metrics of the world's inversion of each ideal edit
     "identity_verification",  # the identity net's same/different-face accuracy on held-out faces
+    "clip_fooled_heldout",  # the guiding CLIP's fooled rate per value on held-out shortcuts (harden stage)
+    "clip_fooled_heldout_max",
 }
 
 
@@ -72,6 +75,10 @@ def test_smoke_build_writes_every_asset_with_a_manifest(smoke_assets):
     assert report["oracle_dense"]["attributes"] == ["lip_color"]
     # every stage's time, the report's own included (the report stage writes them before it has finished)
     assert {"oracle", "calibrate", "report"} <= set(report["build_seconds"])
+    # the harden stage's CLIP ships; the report holds its held-out fooled rate for every counterfactual value
+    assert "harden" in report["build_seconds"]
+    assert set(report["clip_fooled_heldout"]) == {f"{a}:{v}" for a, v in counterfactual_values()}
+    assert all(0.0 <= r["fooled"] <= r["clip_reads"] for r in report["clip_fooled_heldout"].values())
 
 
 def test_assets_load_through_the_common_model_code(smoke_assets):
@@ -169,6 +176,9 @@ def test_train_and_eval_on_toyfaces(fast_cfg, smoke_assets, tmp_path):
     assert printed["edit_accuracy"] == pytest.approx(result["edit_accuracy"])
     assert printed["faithful_rate"] == pytest.approx(result["faithful_rate"])
     assert printed["ceiling"]["faithful_rate"] is not None  # the smoke build's report holds the ceilings
+    # is the guide fooled? the CLIP's reading against the rule, and the run's loss on a fair ideal edit
+    assert 0.0 <= printed["clip_fooled_rate"] <= printed["clip_reads_target_rate"] <= 1.0
+    assert 0.0 <= printed["ideal_beats_edit"] <= 1.0 and printed["ideal_beats_edit_faces"] >= 1
     tail = res.stdout[res.stdout.index("{") + end :]
     assert (
         "(this run | ceiling)" in tail and "faithful_rate" in tail

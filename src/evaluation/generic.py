@@ -111,7 +111,14 @@ def evaluate(
 
 
 def headline(m: dict[str, Any]) -> str:
-    keys = ("faithful_rate", "collateral_psnr", "edit_accuracy", "clip_score")
+    keys = (
+        "faithful_rate",
+        "collateral_psnr",
+        "edit_accuracy",
+        "clip_fooled_rate",
+        "ideal_beats_edit",
+        "clip_score",
+    )
     return ", ".join(f"{k} {m[k]:.3f}" for k in keys if isinstance(m.get(k), int | float))
 
 
@@ -135,6 +142,8 @@ def evaluate_prompt(
     evaluator = instantiate(evaluator_cfg) if evaluator_cfg else None
     if evaluator is not None:
         metrics.update(evaluator(x, x_hat, name, target) if text is not None else evaluator(x, x_hat, name))
+        if hasattr(evaluator, "guide_metrics"):  # is the guide fooled (src.evaluation.guide)?
+            metrics.update(evaluator.guide_metrics(module, latents, x, x_hat, text))
     if out_dir:
         os.makedirs(out_dir, exist_ok=True)
         with open(os.path.join(out_dir, "eval.json"), "w") as fh:

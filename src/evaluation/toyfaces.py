@@ -77,11 +77,13 @@ def judge(
     thresholds: FaithfulThresholds = FaithfulThresholds(),
     readings: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]] | None = None,
     candidates: torch.Tensor | None = None,
+    per_face: dict[str, torch.Tensor] | None = None,
 ) -> tuple[dict[str, Any], torch.Tensor]:
     """Ideal-edit metrics of edits ``x_hat`` of reconstructions ``x`` (the ideal render and the source render of the
     same faces given): (summary, per-face faithful verdicts (N,) bool). Also used for the build's ceilings.
     ``readings``: the oracle's predictions on (x, x_hat) when the caller has them already. ``candidates``: the
-    faces under every value of ``attribute`` (``value_renders``), for the nearest-target vote."""
+    faces under every value of ``attribute`` (``value_renders``), for the nearest-target vote. ``per_face``: filled with
+    ``rule`` (N,) bool, whether the pixel rule alone (region fidelity and the vote) reads the target."""
     if thresholds.nearest_target and candidates is None:
         raise ValueError(
             "thresholds.nearest_target needs the faces under every value (candidates=value_renders(...))"
@@ -97,6 +99,8 @@ def judge(
     faithful = read & scores["region_ok"] & kept & scores["collateral_ok"]
     if "nearest_ok" in scores:
         faithful &= scores["nearest_ok"]
+    if per_face is not None:
+        per_face["rule"] = scores["region_ok"] & scores.get("nearest_ok", scores["region_ok"])
     out: dict[str, Any] = summarize(scores, faithful, attribute)
     out["edit_accuracy"] = read.float().mean().item()
     out["others_kept_rate"] = kept.float().mean().item()
@@ -126,11 +130,14 @@ class ToyfacesEvaluator:
         dilate: int = 2,
         asset_dir: str | None = None,
         faithful: dict[str, float] | None = None,
+        guide: dict[str, int] | None = None,
     ):
         self.edits = {k: tuple(v) for k, v in edits.items()}
         self.dilate = dilate
         self.asset_dir = asset_dir
         self.thresholds = FaithfulThresholds(**{"dilate": dilate, **(faithful or {})})
+        # is the guiding CLIP fooled (src.evaluation.guide)? faces / steps of the fair ideal edit (faces 0: skip it)
+        self.guide = {"faces": 16, "steps": 100, **(guide or {})}
         self._oracle = None
         self.last: dict[str, torch.Tensor] = {}  # ideal renders and verdicts of the last call (for the grid)
 
@@ -197,8 +204,19 @@ class ToyfacesEvaluator:
         label = SCHEMA[attribute].index(value)
         ideal_t, mask, source = ideal_edits(attrs, seeds, attribute, value)
         cands = value_renders(attrs, seeds, attribute) if self.thresholds.nearest_target else None
+        per_face: dict[str, torch.Tensor] = {}
         ideal_metrics, faithful = judge(
-            oracle, x, x_hat, ideal_t, source, attribute, value, self.thresholds, (p_src, p_edit), cands
+            oracle,
+            x,
+            x_hat,
+            ideal_t,
+            source,
+            attribute,
+            value,
+            self.thresholds,
+            (p_src, p_edit),
+            cands,
+            per_face,
         )
         out: dict[str, Any] = {"target": f"{attribute}:{value}", "n": x.shape[0], **ideal_metrics}
         out["unedited_accuracy"] = (p_src[attribute] == label).float().mean().item()
@@ -207,7 +225,8 @@ class ToyfacesEvaluator:
         out["preservation_per_attribute"] = per
         out["faithful_thresholds"] = dataclasses.asdict(self.thresholds)
         out["ceiling"] = self.ceilings(attribute, value)
-        self.last = {"ideal": ideal_t, "faithful": faithful}
+        self.last = {"ideal": ideal_t, "faithful": faithful, "rule": per_face["rule"], "region": mask}
+        self.last["target"] = (attribute, value)
         if self.dilate:
             mask = F.max_pool2d(mask, 2 * self.dilate + 1, 1, self.dilate)
         out["leakage"] = leakage(x, x_hat, mask)
@@ -217,6 +236,29 @@ class ToyfacesEvaluator:
             "kid_to_ideal": kid(oracle.features(x_hat), oracle.features(ideal_t)) if x.shape[0] > 2 else None,
             "l1_to_ideal": (x_hat - ideal_t).abs().mean().item(),
         }
+        return out
+
+    def guide_metrics(
+        self,
+        module: Any,
+        latents: torch.Tensor,
+        x: torch.Tensor,
+        x_hat: torch.Tensor,
+        text: str | None = None,
+    ) -> dict[str, Any]:
+        """After a call: whether the run's guiding CLIP is fooled by its edits, and whether its own loss prefers a
+        fair ideal edit to them (``src.evaluation.guide``; empty for composed prompts)."""
+        from src.evaluation.guide import fooling_metrics, ideal_beats_edit
+
+        if "rule" not in self.last:
+            return {}
+        attribute, value = self.last["target"]
+        label = SCHEMA[attribute].index(value)
+        out = fooling_metrics(module.clip, x, x_hat, self.last["rule"], label, attribute)
+        k = min(int(self.guide["faces"]), latents.shape[0])
+        if k > 0:
+            ideal, region = self.last["ideal"][:k], self.last["region"][:k]
+            out.update(ideal_beats_edit(module, latents[:k], ideal, region, text, int(self.guide["steps"])))
         return out
 
 

@@ -127,8 +127,7 @@ def ceilings(
 
 def build_report(builder: Any, c: Any) -> dict[str, Any]:
     """All report numbers; ``builder`` gives access to the stage outputs of the build dir."""
-    from src.models.clip import FrozenCLIP
-    from src.toyworld.assets import new_clip_model
+    from src.toyworld.assets import guiding_clip
     from src.toyworld.attributes import uniform_rates
     from src.toyworld.models import GaussianLatentSampler
     from src.toyworld.oracle import Oracle
@@ -139,9 +138,7 @@ def build_report(builder: Any, c: Any) -> dict[str, Any]:
     calibrated = work / "oracle_calibrated.pt"
     ostate = _oracle_state(work)
     oracle = Oracle.from_state(ostate["state_dict"])
-    model, tokenizer = new_clip_model(c.seed)
-    model.load_state_dict(torch.load(work / "clip.pt", map_location="cpu", weights_only=True)["state_dict"])
-    clip = FrozenCLIP(model, tokenizer)
+    clip = guiding_clip(work, c.seed)  # the harden stage's, else the clip stage's
     gen, inv = builder.load_autoencoder()
     lat = torch.load(work / "latents.pt", map_location="cpu", weights_only=True)
     n = c.report_size

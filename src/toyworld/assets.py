@@ -76,6 +76,17 @@ def new_clip_model(seed: int = 0) -> tuple[torch.nn.Module, Any]:
     return model, open_clip.get_tokenizer(CLIP_NAME)
 
 
+def guiding_clip(work: Path, seed: int = 0) -> torch.nn.Module:
+    """The build's guiding CLIP as a FrozenCLIP: the harden stage's, else the clip stage's."""
+    from src.models.clip import FrozenCLIP
+
+    path = work / "clip_hardened.pt"
+    path = path if path.is_file() else work / "clip.pt"
+    model, tokenizer = new_clip_model(seed)
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
+    return FrozenCLIP(model, tokenizer)
+
+
 def clip_preprocess_cfg(model: torch.nn.Module) -> dict[str, Any]:
     import open_clip
 
@@ -237,7 +248,11 @@ def export(work: Path, out: Path, cfg: Any, build_command: str) -> None:
     state["width"] = torch.tensor(identity["state_dict"]["body.0.weight"].shape[0])
     state["dim"] = torch.tensor(identity["state_dict"]["head.weight"].shape[0])
     torch.save(state, out / "identity.pt")
-    clip = torch.load(work / "clip.pt", map_location="cpu", weights_only=True)["state_dict"]
+    hardened = work / "clip_hardened.pt"  # the harden stage's CLIP, when the build has one
+    clip = torch.load(
+        hardened if hardened.is_file() else work / "clip.pt", map_location="cpu", weights_only=True
+    )
+    clip = clip["state_dict"]
     ids = used_token_ids()
     emb = clip.pop("token_embedding.weight")
     clip = _fp16(clip)
@@ -292,6 +307,14 @@ def unpack_to_work(work: Path, asset_dir: Path | str = ASSET_DIR) -> list[str]:
     f32 = lambda s: {k: v.float() if v.is_floating_point() else v for k, v in s.items()}  # noqa: E731
     put("oracle.pt", lambda: {"state_dict": f32(load_oracle(str(asset_dir)).state_dict())})
     put("clip.pt", lambda: {"state_dict": load_clip(str(asset_dir)).model.state_dict()})
+    built = Path(asset_dir) / "build_config.json"
+    if (
+        built.is_file() and json.loads(built.read_text()).get("harden_steps", 0) > 0
+    ):  # the shipped CLIP is hardened
+        put(
+            "clip_hardened.pt",
+            lambda: {"state_dict": load_clip(str(asset_dir)).model.state_dict(), "metrics": {}},
+        )
 
     def identity() -> dict[str, Any]:
         report = load_report(str(asset_dir)) if "report.json" in shipped else {}

@@ -2,7 +2,8 @@
 
 Stages (each resumable; finished stages are skipped): oracle -> clip -> autoencoder (toy StyleGAN2 +
 inverter) -> identity (the toy ArcFace of the identity loss) -> latents (natural renders inverted by the
-inverter + a few steps of W+ optimisation; a random-latent sampler) -> calibrate (the oracle fine-tuned on
+inverter + a few steps of W+ optimisation; a random-latent sampler) -> harden (the CLIP trained against shortcut
+edits mined through the generator, labelled by the region rule) -> calibrate (the oracle fine-tuned on
 generated edits labelled by the region rule) -> dense (its dense colour reader of the lips, fitted to the rule's
 per-pixel maps) -> report (targets, the oracle's agreement with the rule, the
 ideal-edit ceilings) -> export (fp16 assets, manifest with sha256; the report also carries the identity net's
@@ -30,10 +31,13 @@ from src.toyworld.models import GaussianLatentSampler, Inverter, build_generator
 from src.toyworld.pool import TEST_SEED_OFFSET
 from src.toyworld.render import render_batch
 
-STAGES = ("oracle", "clip", "autoencoder", "identity", "latents", "calibrate", "dense", "report", "export")
+STAGES = (
+    "oracle", "clip", "autoencoder", "identity", "latents", "harden", "calibrate", "dense", "report", "export"
+)  # fmt: skip
 # opt-in stages (never in the default run): ceilings = recompute the report's ideal-edit ceilings alone, after a
 # change of the judge (--from-assets --stages ceilings,export: minutes, where the report stage takes about an hour)
-EXTRA_STAGES = ("ceilings",)
+# robustness = the report's held-out fooled rates of the guiding CLIP alone (after a new harden stage)
+EXTRA_STAGES = ("ceilings", "robustness")
 
 
 @dataclass
@@ -52,6 +56,20 @@ class BuildConfig:
     clip_robust_perspective: float = 0.5
     clip_robust_colour: float = 0.08
     clip_robust_colour_grid: int = 1  # 1: one colour cast per image; k: smooth local casts on a k x k grid
+    # adversarial training of the CLIP through the generator (src.toyworld.hardening; 0: the CLIP as trained)
+    harden_steps: int = 400
+    harden_lr: float = 1e-4
+    harden_groups: int = 8  # attacks advanced in turn, each of harden_group_size training latents
+    harden_group_size: int = 16
+    harden_attack_steps: int = 4  # attack steps per CLIP step
+    harden_attack_age: int = 40  # attack steps before an attack restarts from the source latents
+    harden_batch: int = (
+        64  # renders per CLIP step, beside harden_batch / 2 reconstructions and 3/4 as many shortcuts
+    )
+    harden_recon: int = 1024  # generator reconstructions of renders, labelled by the rule
+    # the report's held-out robustness: attacks on test latents with held-out texts (src.toyworld.shortcuts)
+    robust_faces: int = 16
+    robust_attack_steps: int = 40
     ae_steps: int = 2200
     ae_batch: int = 32
     ae_lr: float = 2e-3
@@ -130,6 +148,15 @@ class BuildConfig:
             calib_ensemble="8",
             calib_dense_steps=2,
             calib_dense_width=4,
+            harden_steps=2,
+            harden_groups=2,
+            harden_group_size=2,
+            harden_attack_steps=1,
+            harden_attack_age=2,
+            harden_batch=8,
+            harden_recon=8,
+            robust_faces=2,
+            robust_attack_steps=1,
             ceiling_faces=2,
             identity_steps=2,
             identity_batch=4,
@@ -277,6 +304,11 @@ class Builder:
         out["sampler"] = sampler.state_dict()
         torch.save(out, self.path("latents.pt"))
 
+    def stage_harden(self) -> None:
+        from src.toyworld.hardening_stage import harden_stage
+
+        harden_stage(self, self.cfg)
+
     def stage_calibrate(self) -> None:
         from src.toyworld.calibration_set import calibrate
 
@@ -297,25 +329,35 @@ class Builder:
 
     def stage_report(self) -> None:
         from src.evaluation.toyfaces_report import build_report
+        from src.toyworld.hardening_stage import robustness_report
 
         report = build_report(self, self.cfg)
+        report.update(robustness_report(self, self.cfg))
         report["build_seconds"] = {k: v for k, v in self.timings().items()}
         (self.path("report.json")).write_text(json.dumps(report, indent=2))
         self.log(json.dumps({k: v for k, v in report.items() if not isinstance(v, dict)}, indent=2))
 
-    def stage_ceilings(self) -> None:
+    def refresh_report(self, part: str) -> None:
+        """Recompute one part of the report alone: the build's own report, else (--from-assets) the shipped one."""
         from src.evaluation.toyfaces_report import report_ceilings
+        from src.toyworld.hardening_stage import robustness_report
 
         path = self.path("report.json")
-        # the build's own report, else (unpacked with --from-assets) the shipped one
         if path.is_file():
             report = json.loads(path.read_text())
         elif "report.json" in assets.manifest(self.out)["files"]:
             report = assets.load_report(str(self.out))
         else:
             raise FileNotFoundError(f"no report to refresh: run the report stage first ({path})")
-        report.update(report_ceilings(self, self.cfg))
+        make = {"ceilings": report_ceilings, "robustness": robustness_report}[part]
+        report.update(make(self, self.cfg))
         path.write_text(json.dumps(report, indent=2))
+
+    def stage_ceilings(self) -> None:
+        self.refresh_report("ceilings")
+
+    def stage_robustness(self) -> None:
+        self.refresh_report("robustness")
 
     def stage_export(self) -> None:
         assets.export(
@@ -334,6 +376,7 @@ class Builder:
             "autoencoder": "autoencoder.pt",
             "identity": "identity.pt",
             "latents": "latents.pt",
+            "harden": "clip_hardened.pt",
             "calibrate": "oracle_calibrated.pt",
             "dense": "dense.pt",
             "report": "report.json",
