@@ -226,3 +226,19 @@ def test_toyfaces_prompts_derive_their_negatives_from_the_clip(tmp_path):
     assert "face with blue eyes" in derived_negatives(
         instantiate(custom.domain.clip), instantiate(custom.prompt)
     )
+
+
+def test_clip_nce_saturates_once_the_positive_is_likely_enough():
+    torch.manual_seed(0)
+    q = F.normalize(torch.randn(2, 3, 8), dim=-1)
+    pos, neg = F.normalize(torch.randn(2, 2, 8), dim=-1), F.normalize(torch.randn(2, 5, 8), dim=-1)
+    plain = clip_nce(q, pos, neg, 0.1)
+    assert clip_nce(q, pos, neg, 0.1, floor=None) == pytest.approx(plain.item())  # off: the paper's loss
+    # a query on its positives already reads as the target: a saturated loss pays nothing for moving further
+    same = pos[:, :1].expand(-1, 2, -1)  # (B, 2, E): both positives one direction
+    near = same[:, :1].expand(-1, 3, -1).clone().requires_grad_(True)  # (B, K, E)
+    loss = clip_nce(near, same, neg, 0.1, floor=-math.log(0.05))
+    loss.backward()
+    assert loss.item() == pytest.approx(-math.log(0.05)) and near.grad.abs().max() == 0
+    with pytest.raises(ValueError, match="saturate_at"):
+        CLIPNCELoss(saturate_at=1.0)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
-import torch.nn.functional as F
 
 from src.losses.base import LossTerm, StepContext, normalize
 
@@ -59,6 +60,9 @@ class CLIPNCELoss(LossTerm):
     ``form="official"``: one cross-entropy per positive over [positive, negatives] (what the authors' code
     does, confirmed by them). ``form="paper"``: both positives share one denominator, as the paper's equation.
     ``negatives_from="first_image"`` reproduces the official bug of using only the batch's first source image.
+    ``saturate_at`` (not in the paper; 0: off): a view whose positive already holds this probability among
+    [positive, negatives] earns nothing more, so the term stops paying once the edit reads as the target instead of
+    rewarding ever further moves along the text direction (a super-stimulus such as a streak the CLIP over-reads).
     """
 
     requires = frozenset({"images", "view_features"})
@@ -69,8 +73,12 @@ class CLIPNCELoss(LossTerm):
         temperature: float = 0.1,
         form: str = "official",
         negatives_from: str = "each_image",
+        saturate_at: float = 0.0,
     ):
         super().__init__(weight)
+        if not 0.0 <= saturate_at < 1.0:
+            raise ValueError(f"clip_nce saturate_at is a probability in [0, 1), got {saturate_at}")
+        self.saturate_at = saturate_at
         if form not in ("official", "paper"):
             raise ValueError(f"clip_nce form must be 'official' or 'paper', got {form!r}")
         if negatives_from not in ("each_image", "first_image"):
@@ -91,7 +99,8 @@ class CLIPNCELoss(LossTerm):
         if t.negative_templates is not None and len(t.negative_templates):
             extra = normalize(t.negative_templates[None] - neg_src[:, None])  # (B, N*T, E)
             negs = torch.cat([negs, extra], dim=1)
-        return clip_nce(query, torch.stack([pos1, pos2], dim=1), negs, self.temperature, self.form)
+        floor = -math.log(self.saturate_at) if self.saturate_at > 0 else None
+        return clip_nce(query, torch.stack([pos1, pos2], dim=1), negs, self.temperature, self.form, floor)
 
 
 def clip_nce(
@@ -100,16 +109,16 @@ def clip_nce(
     negatives: torch.Tensor,
     temperature: float,
     form: str = "official",
+    floor: float | None = None,
 ) -> torch.Tensor:
-    """InfoNCE of queries (B, K, E) against positives (B, P, E) and negatives (B, N, E), all unit vectors."""
+    """InfoNCE of queries (B, K, E) against positives (B, P, E) and negatives (B, N, E), all unit vectors.
+    ``floor``: each (query, positive) term is clamped from below (a saturating loss: no gradient beyond it)."""
     pos = torch.einsum("bke,bpe->bkp", query, positives) / temperature  # (B, K, P)
     neg = torch.einsum("bke,bne->bkn", query, negatives) / temperature  # (B, K, N)
     if form == "official":
         # one row per (query, positive): logits [pos_p, negatives], label 0
         logits = torch.cat([pos.unsqueeze(-1), neg.unsqueeze(2).expand(-1, -1, pos.shape[-1], -1)], dim=-1)
-        return F.cross_entropy(
-            logits.flatten(0, 2), logits.new_zeros(logits[..., 0].numel(), dtype=torch.long)
-        )
-    # paper: -log(exp(pos_p) / (sum_p exp(pos_p) + sum_n exp(neg_n))), averaged over p
-    denom = torch.logsumexp(torch.cat([pos, neg], dim=-1), dim=-1, keepdim=True)  # (B, K, 1)
-    return (denom - pos).mean()
+        terms = torch.logsumexp(logits, dim=-1) - logits[..., 0]  # (B, K, P): cross-entropy, label 0
+    else:  # paper: -log(exp(pos_p) / (sum_p exp(pos_p) + sum_n exp(neg_n))), averaged over p
+        terms = torch.logsumexp(torch.cat([pos, neg], dim=-1), dim=-1, keepdim=True) - pos  # (B, K, P)
+    return (terms if floor is None else terms.clamp_min(floor)).mean()
