@@ -1,5 +1,6 @@
 """Edit latents or your own photo with trained mappers.
 
+    python -m src.edit ckpt=outputs/train/<time>/checkpoints/last.ckpt          # the domain's own test latents
     python -m src.edit ckpt=outputs/train/<time>/checkpoints/last.ckpt latents=test_faces.pt
     python -m src.edit ckpt=<run ckpt> image=me.jpg [strength=1.5]
     python -m src.edit ckpt=<multi-prompt run ckpt> text="face with blue lipstick" [prompts='[text,...]']
@@ -76,11 +77,17 @@ def load_editors(ckpts: list[str], device: torch.device) -> tuple[Any, DictConfi
 
     All checkpoints must come from runs of the same domain (their edits share one generator and CLIP).
     """
+    module, run_cfg, editors, _ = load_editors_and_data(ckpts, device)
+    return module, run_cfg, editors
+
+
+def load_editors_and_data(ckpts: list[str], device: torch.device) -> tuple[Any, DictConfig, list[Editor], Any]:
+    """``load_editors`` plus the first run's datamodule (the domain's own latents)."""
     from src.eval import load_run
 
     if not ckpts:
         raise ValueError("give a run checkpoint: ckpt=outputs/train/<time>/checkpoints/last.ckpt")
-    module, run_cfg, _ = load_run(str(ckpts[0]))
+    module, run_cfg, datamodule = load_run(str(ckpts[0]))
     module.eval().to(device)
     gen, clip = module.generator, module.clip
     editors = [
@@ -118,7 +125,7 @@ def load_editors(ckpts: list[str], device: torch.device) -> tuple[Any, DictConfi
     for i, e in enumerate(editors):  # distinct labels for two runs of one prompt
         if labels.count(e.label) > 1:
             e.label = f"{e.label}#{i}"
-    return module, run_cfg, editors
+    return module, run_cfg, editors, datamodule
 
 
 def same_domain_key(cfg: DictConfig) -> dict:
@@ -180,6 +187,16 @@ def read_latents(path: str, n_latent: int, style_dim: int, num: int | None) -> t
     return (w[:num] if num else w).contiguous()
 
 
+def domain_test_latents(datamodule: Any, n_latent: int, num: int | None) -> torch.Tensor:
+    """W+ (N, L, D): the first ``num`` of the run's domain test latents (those ``src.eval`` judges), for an edit
+    with neither a photo nor a latents file."""
+    datamodule.setup("test")
+    w = datamodule.splits["test"]
+    if w.ndim == 2:  # W (N, D) -> W+ (N, L, D)
+        w = w[:, None].expand(-1, n_latent, -1)
+    return (w[:num] if num else w).contiguous()
+
+
 @torch.no_grad()
 def render(gen: Any, w: torch.Tensor, noises: list[torch.Tensor] | None, batch: int = 8) -> torch.Tensor:
     out = []
@@ -196,10 +213,8 @@ def run_edit(cfg: DictConfig) -> dict[str, Any]:
     device = torch.device("cuda" if cfg.get("device") == "cuda" and torch.cuda.is_available() else "cpu")
     images, ckpts = [str(p) for p in _as_list(cfg.get("image"))], [str(p) for p in _as_list(cfg.ckpt)]
     prompts = [str(p) for p in _as_list(cfg.get("prompts")) + _as_list(cfg.get("text"))]
-    if not images and not cfg.get("latents"):
-        raise ValueError("give image=<photo> or latents=<file.pt> to edit")
     strength = float(cfg.strength)
-    module, run_cfg, editors = load_editors(ckpts, device)
+    module, run_cfg, editors, datamodule = load_editors_and_data(ckpts, device)
     gen, size = module.generator, module.generator.size
     weights_dir = cfg.paths.get("weights_dir")
     columns: list[torch.Tensor] = []  # each (N, 3, S, S) in [-1, 1]
@@ -231,8 +246,10 @@ def run_edit(cfg: DictConfig) -> dict[str, Any]:
             w, noises, _ = invert_images(cfg.invert, module, run_cfg, x_aligned, weights_dir)
         columns += [torch.stack(sources), x_aligned.cpu()]
         header += ["source", "aligned"]
-    else:
+    elif cfg.get("latents"):
         w = read_latents(cfg.latents, gen.n_latent, gen.style_dim, cfg.get("num")).to(device)
+    else:  # neither a photo nor a latents file: the domain's own test latents
+        w = domain_test_latents(datamodule, gen.n_latent, cfg.get("num")).to(device)
     columns.append(render(gen, w, noises))
     header.append("inverted" if images else "source")
     edits = apply_edits(editors, module.clip, w, prompts, strength)
