@@ -22,36 +22,42 @@ from src.evaluation.toyfaces import ideal_edits
 from src.evaluation.toyfaces_composed import value_renders
 from src.toyworld.attributes import SCHEMA
 
-torch.set_num_threads(1)
-for ckpt in sys.argv[1:]:
-    cfg, x, x_hat, ev, m = judged_run(ckpt)
-    attribute, value = m["target"].split(":")
-    attrs, seeds = ev.scenes(x.shape[0])
-    ideal = ev.last["ideal"]
-    _, _, source = ideal_edits(attrs, seeds, attribute, value)
-    cands = value_renders(attrs, seeds, attribute)
-    t = SCHEMA[attribute].index(value)
-    sm = sides(changed_region(ideal, source), attribute in PAIRED)
-    with torch.no_grad():
-        v76 = nearest_value(x_hat.float(), cands, t, sm).all(1)  # the shipped vote
-        v00 = nearest_value(x_hat.float(), cands, t, sm, de2000_distance).all(1)
-    faithful = ev.last["faithful"]  # the shipped verdict: includes the CIE76 vote
-    if os.environ.get("PROBE_OUT"):
-        torch.save(
-            {"x": x, "x_hat": x_hat, "ideal": ideal, "v76": v76, "v00": v00, "faithful": faithful},
-            os.path.join(os.environ["PROBE_OUT"], f"{cfg.prompt.name}_{cfg.seed}.pt"),
+
+def main() -> None:
+    torch.set_num_threads(1)
+    for ckpt in sys.argv[1:]:
+        cfg, x, x_hat, ev, m = judged_run(ckpt)
+        attribute, value = m["target"].split(":")
+        attrs, seeds = ev.scenes(x.shape[0])
+        ideal = ev.last["ideal"]
+        _, _, source = ideal_edits(attrs, seeds, attribute, value)
+        cands = value_renders(attrs, seeds, attribute)
+        t = SCHEMA[attribute].index(value)
+        sm = sides(changed_region(ideal, source), attribute in PAIRED)
+        with torch.no_grad():
+            v76 = nearest_value(x_hat.float(), cands, t, sm).all(1)  # the shipped vote
+            v00 = nearest_value(x_hat.float(), cands, t, sm, de2000_distance).all(1)
+        faithful = ev.last["faithful"]  # the shipped verdict: includes the CIE76 vote
+        if os.environ.get("PROBE_OUT"):
+            torch.save(
+                {"x": x, "x_hat": x_hat, "ideal": ideal, "v76": v76, "v00": v00, "faithful": faithful},
+                os.path.join(os.environ["PROBE_OUT"], f"{cfg.prompt.name}_{cfg.seed}.pt"),
+            )
+        print(
+            json.dumps(
+                {
+                    "run": ckpt,
+                    "target": m["target"],
+                    "faithful": m["faithful_rate"],
+                    "vote76": v76.float().mean().item(),
+                    "vote2000": v00.float().mean().item(),
+                    "faithful_76_not_2000": int((faithful & ~v00).sum()),
+                    "2000_not_76": int((v00 & ~v76).sum()),
+                }
+            ),
+            flush=True,
         )
-    print(
-        json.dumps(
-            {
-                "run": ckpt,
-                "target": m["target"],
-                "faithful": m["faithful_rate"],
-                "vote76": v76.float().mean().item(),
-                "vote2000": v00.float().mean().item(),
-                "faithful_76_not_2000": int((faithful & ~v00).sum()),
-                "2000_not_76": int((v00 & ~v76).sum()),
-            }
-        ),
-        flush=True,
-    )
+
+
+if __name__ == "__main__":
+    main()
