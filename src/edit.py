@@ -81,7 +81,9 @@ def load_editors(ckpts: list[str], device: torch.device) -> tuple[Any, DictConfi
     return module, run_cfg, editors
 
 
-def load_editors_and_data(ckpts: list[str], device: torch.device) -> tuple[Any, DictConfig, list[Editor], Any]:
+def load_editors_and_data(
+    ckpts: list[str], device: torch.device
+) -> tuple[Any, DictConfig, list[Editor], Any]:
     """``load_editors`` plus the first run's datamodule (the domain's own latents)."""
     from src.eval import load_run
 

@@ -39,4 +39,6 @@ def test_probe_imports_without_running(path, monkeypatch):
 def test_probe_is_cited_by_a_doc(path):
     citing = [d.relative_to(ROOT) for d in DOCS if f"probes/{path.name}" in d.read_text()]
     current = [d for d in citing if d.parent.name == "docs"]
-    assert current, f"experiments/probes/{path.name} is cited by no current doc (docs/*.md): cite it or remove it"
+    assert current, (
+        f"experiments/probes/{path.name} is cited by no current doc (docs/*.md): cite it or remove it"
+    )
