@@ -5,8 +5,9 @@ features every loss term needs exactly once (one batched augmentation, one CLIP 
 views); total, parts = loss(ctx). Only the mapper trains, and only its weights go into run checkpoints.
 With the per-latent source cache (src/data/source_cache.py, on by default) a step whose latents were seen before
 takes the source's CLIP embedding and the terms' source features from the cache and renders x only when a term
-reads the image itself. Several prompts (prompt=multi) train one TEM mapper: each sample of a batch carries its own prompt, and the loss
-is the batch-share-weighted sum over the prompts present of the same loss on that prompt's samples and text.
+reads the image itself. Several prompts (prompt=multi) train one TEM mapper: each sample of a batch carries its
+own prompt, and the loss is the batch-share-weighted sum over the prompts present of the same loss on that
+prompt's samples and text.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from src.augment import MultiView
+from src.data import cache_fill
 from src.data import source_cache as sc
 from src.data.prompts import Prompt
 from src.losses.base import LossSum, StepContext, TextFeatures
@@ -221,17 +223,17 @@ class CFCLIPModule(pl.LightningModule):
     def setup(self, stage: str) -> None:
         """Open the source caches the datamodule asks for (``data.source_cache``), once its splits exist."""
         if stage == "fit" and not self.source_caches:
-            self.source_caches = sc.caches_for(self, getattr(self.trainer, "datamodule", None))
+            self.source_caches = cache_fill.caches_for(self, getattr(self.trainer, "datamodule", None))
 
     def on_fit_start(self) -> None:
         """Fill the caches now where asked (``fill=eager``) and under DDP (each rank its share, then merged)."""
-        sc.prefill(self, getattr(self.trainer, "datamodule", None))
+        cache_fill.prefill(self, getattr(self.trainer, "datamodule", None))
 
     def on_train_epoch_end(self) -> None:
-        sc.save_caches(self)
+        cache_fill.save_caches(self)
 
     def on_fit_end(self) -> None:
-        sc.save_caches(self)
+        cache_fill.save_caches(self)
 
     @torch.no_grad()
     def render_pair(self, w: torch.Tensor, text: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:

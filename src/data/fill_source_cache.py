@@ -25,7 +25,8 @@ def fill_caches(cfg: DictConfig, progress: bool = True) -> dict[str, int]:
     import torch
 
     from src.builders import build
-    from src.data.source_cache import fill, open_caches, precision_tag
+    from src.data.cache_fill import fill
+    from src.data.source_cache import open_caches, precision_tag
 
     module, dm = build(cfg)
     dm.setup("fit")
