@@ -24,8 +24,8 @@ class GraphedStep:
     """``step(batch) -> loss``: one training step of ``module`` with ``optimizer``, compiled on CUDA.
 
     ``autocast``: a context for the forward (the step's precision; backward runs outside it, as in eager
-    training). ``backend``/``mode`` are torch.compile's; ``force=True`` compiles on any device (tests trace the step on the
-    CPU with ``backend="eager"``: the same graph breaks and results as on a GPU, without CUDA graphs).
+    training). ``backend``/``mode`` are torch.compile's; ``force=True`` compiles on any device (tests trace the
+    step on the CPU with ``backend="eager"``: the same graph breaks and results as on a GPU, no CUDA graphs).
     """
 
     def __init__(
@@ -49,15 +49,17 @@ class GraphedStep:
             log.info("graphed step: %s", self.note)
             self._loss, self._opt_step = self._loss_eager, optimizer.step
             return
-        if device.type == "cuda":
-            for (
-                group
-            ) in optimizer.param_groups:  # Adam & co. keep their step counters on the device in graphs
+        if device.type == "cuda":  # Adam & co. keep their step counters on the device inside graphs
+            for group in optimizer.param_groups:
                 if "capturable" in group:
                     group["capturable"] = True
         options = {"mode": mode} if backend == "inductor" else {}
         self._loss = torch.compile(self._loss_eager, backend=backend, **options)
-        self._opt_step = torch.compile(optimizer.step, backend=backend, **options)
+
+        def opt_step() -> None:
+            optimizer.step()
+
+        self._opt_step = torch.compile(opt_step, backend=backend, **options)
 
     def _loss_eager(self, w: torch.Tensor, ids: torch.Tensor | None, source: Any) -> torch.Tensor:
         """The step's loss from the latents (B, L, D), prompt ids and the cached source side (device tensors)."""
@@ -76,4 +78,4 @@ class GraphedStep:
             total = self._loss(batch["w"], ids, source)
         total.backward()
         self._opt_step()
-        return total.detach()
+        return total.detach().clone()  # a graph's output is overwritten by its next replay
