@@ -67,6 +67,10 @@ class BuildConfig:
         64  # renders per CLIP step, beside harden_batch / 2 reconstructions and 3/4 as many shortcuts
     )
     harden_recon: int = 1024  # generator reconstructions of renders, labelled by the rule
+    # weight of the direction ranking (a shortcut's move along the text direction below every real edit's), and the
+    # real edits per value it ranks against (reconstructions of natural faces and of the same faces with the value)
+    harden_direction: float = 5.0
+    harden_real: int = 128
     # the report's held-out robustness: attacks on test latents with held-out texts (src.toyworld.shortcuts)
     robust_faces: int = 16
     robust_attack_steps: int = 40
@@ -155,6 +159,7 @@ class BuildConfig:
             harden_attack_age=2,
             harden_batch=8,
             harden_recon=8,
+            harden_real=4,
             robust_faces=2,
             robust_attack_steps=1,
             ceiling_faces=2,

@@ -88,8 +88,8 @@ class Bank:
 
     def advance(
         self, clip: nn.Module, steps: int
-    ) -> tuple[torch.Tensor, list[Attributes], list[int], AttackSpec]:
-        """Advance one group ``steps`` attack steps -> its images, faces, seeds and spec."""
+    ) -> tuple[torch.Tensor, torch.Tensor, list[Attributes], list[int], AttackSpec]:
+        """Advance one group ``steps`` attack steps -> its images, their sources, faces, seeds and spec."""
         i = self.next
         self.next = (self.next + 1) % len(self.groups)
         g = self.groups[i]
@@ -100,7 +100,7 @@ class Bank:
             g["attack"].step(self.gen, clip, feats, g["views"], g["x"])
         labels, seeds = self.latents["labels"][g["idx"]], self.latents["seeds"][g["idx"]]
         attrs = [Attributes.decode(row.numpy()) for row in labels]
-        return g["attack"].images(self.gen), attrs, seeds.tolist(), g["attack"].spec
+        return g["attack"].images(self.gen), g["x"], attrs, seeds.tolist(), g["attack"].spec
 
 
 def reconstructions(gen, inv, n: int, seed: int, chunk: int = 128) -> tuple[torch.Tensor, list[Attributes]]:
@@ -116,6 +116,70 @@ def reconstructions(gen, inv, n: int, seed: int, chunk: int = 128) -> tuple[torc
         images.append(y.clamp(-1, 1).half())
         reads += rule_reads(y, a, s, None)
     return torch.cat(images), reads
+
+
+def real_pairs(gen, inv, n: int, seed: int) -> dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]]:
+    """Per counterfactual value, real edits through the generator: reconstructions of n natural training renders and
+    of the same faces with the value, kept where the rule reads the value on the latter ((k, 3, H, W) each)."""
+    from src.toyworld.attributes import sample_attributes
+    from src.toyworld.pool import TEST_SEED_OFFSET
+
+    rng = np.random.default_rng([seed, 913])
+    out = {}
+    for attribute, value in counterfactual_values():
+        attrs = [sample_attributes(rng, 0.0) for _ in range(n)]
+        seeds = rng.integers(0, TEST_SEED_OFFSET, size=n).tolist()
+        with torch.no_grad():
+            src = gen.synthesis(inv(render_batch(attrs, seeds)))
+            cf = gen.synthesis(inv(render_batch([a.replace(**{attribute: value}) for a in attrs], seeds)))
+        ok = [getattr(r, attribute) == value for r in rule_reads(cf, attrs, seeds, (attribute, value))]
+        keep = torch.tensor(ok)
+        out[(attribute, value)] = (src[keep].clamp(-1, 1).half(), cf[keep].clamp(-1, 1).half())
+    return out
+
+
+def direction_loss(model, tokenizer, preprocess, items: list[dict], pairs: dict, rng, margin: float = 0.1):
+    """The run's loss rewards moves along the text direction E_T(target) - E_T(source). Rank each shortcut's move
+    E_I(edit) - E_I(source) below every real edit's move of the same value (real pairs, and mined images that reached
+    the value) by ``margin`` in cosine to that direction: a super-stimulus must not out-move real ears."""
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for it in items:
+        groups.setdefault((it["attribute"], it["value"]), []).append(it)
+    keys = [k for k in groups if len(pairs.get(k, ((),))[0]) or any(it["reached"] for it in groups[k])]
+    if not keys:
+        return torch.zeros(())
+    edits, sources, texts, owner, real = [], [], [], [], []
+    for j, key in enumerate(keys):
+        for it in groups[key]:
+            (
+                edits.append(it["image"]),
+                sources.append(it["source"]),
+                owner.append(j),
+                real.append(it["reached"]),
+            )
+        src, cf = pairs.get(key, (torch.zeros(0), torch.zeros(0)))
+        pick = rng.choice(len(src), min(8, len(src)), replace=False) if len(src) else []
+        for i in pick:
+            edits.append(cf[i]), sources.append(src[i]), owner.append(j), real.append(True)
+        options = texts_for(*key)
+        texts.append(options[int(rng.integers(len(options)))])
+    n = len(edits)
+    x = torch.stack(edits + sources).float()
+    feats = F.normalize(model.encode_image(preprocess(x)).float(), dim=-1)
+    moves = F.normalize(feats[:n] - feats[n:], dim=-1)  # (n, E)
+    neutral = [
+        t.rsplit(" with ", 1)[0] for t in texts
+    ]  # "a photo of a face with elf ears" -> "a photo of a face"
+    t = F.normalize(model.encode_text(tokenizer(texts + neutral)).float(), dim=-1)
+    t_dir = F.normalize(t[: len(texts)] - t[len(texts) :], dim=-1)  # (V, E)
+    d = (moves * t_dir[torch.tensor(owner)]).sum(-1)  # (n,) cosine of each move to its value's direction
+    owner_t, real_t = torch.tensor(owner), torch.tensor(real)
+    losses = []
+    for j in range(len(keys)):
+        adv, good = d[(owner_t == j) & ~real_t], d[(owner_t == j) & real_t]
+        if len(adv) and len(good):
+            losses.append(F.relu(margin + adv[:, None] - good[None, :]).mean())
+    return torch.stack(losses).mean() if losses else d.sum() * 0
 
 
 def zero_shot_loss(model, tokenizer, img: torch.Tensor, reads: list[Attributes], rng) -> torch.Tensor:
@@ -154,6 +218,8 @@ def harden_clip(
     replay: int = 768,
     mined_batch: int = 48,
     zero_shot_weight: float = 1.0,
+    direction_weight: float = 0.0,
+    real_per_value: int = 128,
     pool_size: int = 4096,
     resume_path: str | None = None,
     progress: bool = True,
@@ -173,17 +239,20 @@ def harden_clip(
     rates["style"] = 0.3
     pool = RenderPool(pool_size, rates, eyebrows_follow_hair=0.5, seed=seed + 5)
     recon, recon_reads = reconstructions(gen, inv, recon_size, seed)
+    pairs = real_pairs(gen, inv, real_per_value, seed) if direction_weight > 0 else {}
     bank = Bank(gen, latents, groups, group_size, attack_age, num_views, seed)
-    mined: list[
-        tuple[torch.Tensor, Attributes, str]
-    ] = []  # replay: (image, what it shows, attacked attribute)
+    mined: list[dict] = []  # replay: image, its source, what the rule reads on it, the attacked value
     show = Progress("harden", steps, progress)
     recent: list[float] = []  # the fooled rate of the last attacks, before the CLIP learns from them
     for step in range(start, steps):
-        y, attrs, seeds, spec = bank.advance(clip, attack_steps)
+        y, x_src, attrs, seeds, spec = bank.advance(clip, attack_steps)
         target = (spec.attribute, spec.value)
         reads = rule_reads(y, attrs, seeds, target)
-        mined += [(img.half(), r, spec.attribute) for img, r in zip(y.clamp(-1, 1), reads)]
+        mined += [
+            {"image": img.half(), "source": x.clamp(-1, 1).half(), "read": r, "attribute": spec.attribute,
+             "value": spec.value, "reached": getattr(r, spec.attribute) == spec.value}
+            for img, x, r in zip(y.clamp(-1, 1), x_src, reads)
+        ]  # fmt: skip
         mined = mined[-replay:]
         # the batch: renders | reconstructions | mined shortcuts, each captioned with what it shows
         pool.refresh(render_batch_size // 8)
@@ -195,14 +264,14 @@ def harden_clip(
             [
                 pool.images[idx].float() / 127.5 - 1.0,
                 recon[torch.from_numpy(r_idx)].float(),
-                torch.stack([mined[i][0] for i in m_idx]).float(),
+                torch.stack([mined[i]["image"] for i in m_idx]).float(),
             ]
         )
-        all_reads = r_attrs + [recon_reads[i] for i in r_idx] + [mined[i][1] for i in m_idx]
+        all_reads = r_attrs + [recon_reads[i] for i in r_idx] + [mined[i]["read"] for i in m_idx]
         texts = [caption(a, rng) for a in all_reads[: len(all_reads) - len(m_idx)]]
         extra = [t for a in r_attrs[: render_batch_size // 2] for t in hard_negative_captions(a, rng)]
         for i in m_idx:
-            pos, neg = described(mined[i][1], mined[i][2], rng)
+            pos, neg = described(mined[i]["read"], mined[i]["attribute"], rng)
             texts.append(pos)
             extra.append(neg)
         images = images + 0.02 * torch.randn_like(images)
@@ -211,6 +280,11 @@ def harden_clip(
         loss_c = contrastive_loss(img, txt, model.logit_scale.exp().clamp(max=100), len(texts))
         loss_z = zero_shot_loss(model, tokenizer, img, all_reads, rng)
         loss = loss_c + zero_shot_weight * loss_z
+        loss_d = torch.zeros(())
+        if direction_weight > 0:
+            items = [mined[i] for i in m_idx]
+            loss_d = direction_loss(model, tokenizer, clip.preprocess, items, pairs, rng)
+            loss = loss + direction_weight * loss_d
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -223,6 +297,7 @@ def harden_clip(
             step,
             loss=loss_c.item(),
             zs=loss_z.item(),
+            dir=loss_d.item(),
             fooled=float(np.mean(recent)),
             reach=rule_t.float().mean().item(),
             age=bank.groups[bank.next - 1]["attack"].t,

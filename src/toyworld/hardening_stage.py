@@ -50,6 +50,8 @@ def harden_stage(builder: Any, c: Any) -> None:
         render_batch_size=c.harden_batch,
         mined_batch=3 * c.harden_batch // 4,
         recon_size=c.harden_recon,
+        direction_weight=c.harden_direction,
+        real_per_value=c.harden_real,
         pool_size=c.pool_size,
         resume_path=str(work / "harden.resume.pt"),
         progress=builder.progress,

@@ -96,6 +96,9 @@ class AttackSpec:
     text: str
     pixel_l1: float = 1.5
     num_views: int = 4
+    # one offset shared by every latent of the attack (the mapper's threat: a shortcut it can draw on every face,
+    # such as the first CLIP's streak), or one per latent (a stronger, per-image attack)
+    universal: bool = True
 
 
 def attack_loss(
@@ -110,12 +113,13 @@ def attack_loss(
 
 
 class Attack:
-    """Adam on a W+ offset per latent, resumable step by step (the build advances many of them in turn)."""
+    """Adam on a W+ offset, shared by the latents or one per latent (``spec.universal``), resumable step by step
+    (the build advances many of them in turn)."""
 
     def __init__(self, spec: AttackSpec, w: torch.Tensor, lr: float = 0.03):
         self.spec, self.w, self.lr = spec, w, lr  # w: (B, L, D)
-        self.delta = torch.zeros_like(w)
-        self.m, self.v, self.t = torch.zeros_like(w), torch.zeros_like(w), 0
+        self.delta = torch.zeros_like(w[:1] if spec.universal else w)  # (1 or B, L, D)
+        self.m, self.v, self.t = torch.zeros_like(self.delta), torch.zeros_like(self.delta), 0
 
     def step(
         self, gen: nn.Module, clip: nn.Module, feats: TextFeatures, views: MultiView, x: torch.Tensor
@@ -207,6 +211,7 @@ def measure_fooling(
     attacks: Sequence[tuple[str, str]] = (("clip_nce", "perspective"),),
     held_out: bool = True,
     num_views: int = 8,
+    universal: bool = True,
     seed: int = 0,
     log=None,
 ) -> dict[str, dict[str, float]]:
@@ -220,7 +225,7 @@ def measure_fooling(
         clip_t, rule_t = [], []
         for i, (loss, view) in enumerate(attacks):
             text = texts[int(rng.integers(len(texts)))]
-            spec = AttackSpec(loss, view, attribute, value, text, num_views=num_views)
+            spec = AttackSpec(loss, view, attribute, value, text, num_views=num_views, universal=universal)
             y = run_attack(gen, clip, spec, latents, steps, seed=seed + i)
             clip_t.append(clip_reads(clip, y, attribute) == k)
             reads = rule_reads(y, attrs, seeds, (attribute, value))
