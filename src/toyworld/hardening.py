@@ -138,10 +138,14 @@ def real_pairs(gen, inv, n: int, seed: int) -> dict[tuple[str, str], tuple[torch
     return out
 
 
-def direction_loss(model, tokenizer, preprocess, items: list[dict], pairs: dict, rng, margin: float = 0.1):
+def direction_loss(
+    model, tokenizer, preprocess, items: list[dict], pairs: dict, rng, margin: float = 0.1, align: float = 0.0
+):
     """The run's loss rewards moves along the text direction E_T(target) - E_T(source). Rank each shortcut's move
     E_I(edit) - E_I(source) below every real edit's move of the same value (real pairs, and mined images that reached
-    the value) by ``margin`` in cosine to that direction: a super-stimulus must not out-move real ears."""
+    the value) by ``margin`` in cosine to that direction: a super-stimulus must not out-move real ears. ``align``:
+    also pull every real edit's move toward the text direction (weight of 1 - cosine), so the loss pays for real
+    edits as much as it could for a shortcut."""
     groups: dict[tuple[str, str], list[dict]] = {}
     for it in items:
         groups.setdefault((it["attribute"], it["value"]), []).append(it)
@@ -179,6 +183,8 @@ def direction_loss(model, tokenizer, preprocess, items: list[dict], pairs: dict,
         adv, good = d[(owner_t == j) & ~real_t], d[(owner_t == j) & real_t]
         if len(adv) and len(good):
             losses.append(F.relu(margin + adv[:, None] - good[None, :]).mean())
+        if align > 0 and len(good):
+            losses.append(align * (1 - good).mean())
     return torch.stack(losses).mean() if losses else d.sum() * 0
 
 
@@ -219,6 +225,8 @@ def harden_clip(
     mined_batch: int = 48,
     zero_shot_weight: float = 1.0,
     direction_weight: float = 0.0,
+    direction_margin: float = 0.1,
+    direction_align: float = 0.0,
     real_per_value: int = 128,
     pool_size: int = 4096,
     resume_path: str | None = None,
@@ -283,7 +291,9 @@ def harden_clip(
         loss_d = torch.zeros(())
         if direction_weight > 0:
             items = [mined[i] for i in m_idx]
-            loss_d = direction_loss(model, tokenizer, clip.preprocess, items, pairs, rng)
+            loss_d = direction_loss(
+                model, tokenizer, clip.preprocess, items, pairs, rng, direction_margin, direction_align
+            )
             loss = loss + direction_weight * loss_d
         opt.zero_grad(set_to_none=True)
         loss.backward()
