@@ -56,8 +56,10 @@ class BuildConfig:
     clip_robust_perspective: float = 0.5
     clip_robust_colour: float = 0.08
     clip_robust_colour_grid: int = 1  # 1: one colour cast per image; k: smooth local casts on a k x k grid
-    # adversarial training of the CLIP through the generator (src.toyworld.hardening; 0: the CLIP as trained)
-    harden_steps: int = 400
+    # adversarial training of the CLIP through the generator (src.toyworld.hardening; 0: the CLIP as trained). Off:
+    # at 170-380 steps it did not stop make train's streak (fooled 0.97-1.00, faithful 0.00; docs/guide.md), so the
+    # shipped CLIP is the clip stage's; --set harden_steps=400 runs it
+    harden_steps: int = 0
     harden_lr: float = 1e-4
     harden_groups: int = 8  # attacks advanced in turn, each of harden_group_size training latents
     harden_group_size: int = 16
@@ -70,6 +72,8 @@ class BuildConfig:
     # weight of the direction ranking (a shortcut's move along the text direction below every real edit's), and the
     # real edits per value it ranks against (reconstructions of natural faces and of the same faces with the value)
     harden_direction: float = 5.0
+    harden_margin: float = 0.3
+    harden_align: float = 1.0  # also pull each real edit's move toward the text direction (weight of 1 - cosine)
     harden_real: int = 128
     # the report's held-out robustness: attacks on test latents with held-out texts (src.toyworld.shortcuts)
     robust_faces: int = 16

@@ -51,6 +51,8 @@ def harden_stage(builder: Any, c: Any) -> None:
         mined_batch=3 * c.harden_batch // 4,
         recon_size=c.harden_recon,
         direction_weight=c.harden_direction,
+        direction_margin=c.harden_margin,
+        direction_align=c.harden_align,
         real_per_value=c.harden_real,
         pool_size=c.pool_size,
         resume_path=str(work / "harden.resume.pt"),

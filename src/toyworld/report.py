@@ -9,6 +9,7 @@ import sys
 from src.evaluation.toyfaces_report import TARGETS
 from src.models.weights import WeightsError
 from src.toyworld.assets import ASSET_DIR, load_report, manifest
+from src.toyworld.hardening_stage import FOOLED_TARGET
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +23,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cfclip: error: {err}", file=sys.stderr)
         return 2
     report["meets_targets"] = {k: report.get(k) is not None and report[k] >= v for k, v in TARGETS.items()}
+    fooled = report.get("clip_fooled_heldout_max")  # the guide's held-out fooled rate, worst value: at most the target
+    report["meets_targets"]["clip_fooled_heldout_max"] = fooled is not None and fooled <= FOOLED_TARGET
     report["assets_bytes"] = sum(f["bytes"] for f in man["files"].values())
     report["build_command"] = man.get("build_command")
     print(json.dumps(report, indent=2))
