@@ -73,7 +73,8 @@ class BuildConfig:
     # real edits per value it ranks against (reconstructions of natural faces and of the same faces with the value)
     harden_direction: float = 5.0
     harden_margin: float = 0.3
-    harden_align: float = 1.0  # also pull each real edit's move toward the text direction (weight of 1 - cosine)
+    # also pull each real edit's move toward the text direction (weight of 1 - cosine)
+    harden_align: float = 1.0
     harden_real: int = 128
     # the report's held-out robustness: attacks on test latents with held-out texts (src.toyworld.shortcuts)
     robust_faces: int = 16

@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cfclip: error: {err}", file=sys.stderr)
         return 2
     report["meets_targets"] = {k: report.get(k) is not None and report[k] >= v for k, v in TARGETS.items()}
-    fooled = report.get("clip_fooled_heldout_max")  # the guide's held-out fooled rate, worst value: at most the target
+    # the guide's held-out fooled rate, worst value: at most its target
+    fooled = report.get("clip_fooled_heldout_max")
     report["meets_targets"]["clip_fooled_heldout_max"] = fooled is not None and fooled <= FOOLED_TARGET
     report["assets_bytes"] = sum(f["bytes"] for f in man["files"].values())
     report["build_command"] = man.get("build_command")
