@@ -23,12 +23,8 @@ def harden_stage(builder: Any, c: Any) -> None:
     from src.toyworld.hardening import harden_clip
 
     work = builder.work
-    clip = guiding_clip(work, c.seed) if not (work / "clip_hardened.pt").is_file() else None
-    if (
-        clip is None
-    ):  # guiding_clip prefers a finished hardened CLIP; a forced re-run starts from the clip stage
-        (work / "clip_hardened.pt").unlink()
-        clip = guiding_clip(work, c.seed)
+    (work / "clip_hardened.pt").unlink(missing_ok=True)  # a forced re-run starts from the clip stage's CLIP
+    clip = guiding_clip(work, c.seed)
     if c.harden_steps <= 0:
         builder.log("[harden] harden_steps=0: the guiding CLIP is the clip stage's")
         torch.save({"state_dict": clip.model.state_dict(), "metrics": {}}, work / "clip_hardened.pt")
