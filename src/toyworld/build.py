@@ -47,7 +47,9 @@ class BuildConfig:
     seed: int = 0
     oracle_steps: int = 1500
     oracle_batch: int = 128
-    oracle_width: int = 16  # channels of the oracle's first conv (it doubles per stage; docs/judge.md "v6")
+    oracle_width: int = (
+        16  # channels of the oracle's first conv (it doubles per stage; docs/history/judge.md "v6")
+    )
     pool_size: int = 8192  # pre-rendered images each training loop samples from (refreshed as it goes)
     clip_steps: int = 2000
     clip_batch: int = 128
@@ -105,7 +107,7 @@ class BuildConfig:
     )
     calib_heldout_faces: int = 64  # random test faces per source of the held-out agreement set
     calib_steps: int = 3000
-    # the relative oracle: reads each edit beside its reconstruction, trained with the edit loss (docs/judge.md "v5");
+    # the relative oracle: reads each edit beside its reconstruction, trained with the edit loss (docs/history/judge.md "v5");
     # false: the v4 oracle (image only)
     calib_relative: bool = True
     # the relative oracle also sees the image and its difference in CIELAB, where the colour vote is taken
@@ -119,7 +121,7 @@ class BuildConfig:
     # (domain.evaluator.faithful.nearest_target); false: region fidelity alone (the labels before the vote)
     calib_nearest: bool = True
     # widths of more stage-one oracles (trained into <work>/oracle_w<width>.pt) calibrated beside oracle.pt and read
-    # with it as one (OracleEnsemble; shipped: "32", docs/judge.md "v5 + v6"); empty: the one oracle
+    # with it as one (OracleEnsemble; shipped: "32", docs/history/judge.md "v5 + v6"); empty: the one oracle
     calib_ensemble: str = "32"
     # attributes whose targets the oracle reads with a dense per-pixel colour reader (src.toyworld.dense), fitted by
     # the dense stage; the lips' colour votes are near ties that pooled heads miss (docs/judge.md); empty: none

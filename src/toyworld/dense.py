@@ -1,7 +1,7 @@
 """The oracle's dense colour reader: counts pixels as the region rule does, where pooled features miss near ties.
 
 The calibrated oracle pools an 8x8 feature map; on a colour between two values (dark maroon or navy lips for black
-lipstick) it misses the rule's CIELAB vote (docs/judge.md "What is left on the lips"). The dense reader is a small
+lipstick) it misses the rule's CIELAB vote (docs/history/judge.md "What is left on the lips"). The dense reader is a small
 full-resolution CNN per attribute that sees the image, its difference from the reconstruction and CIELAB, and
 predicts per pixel what the rule computes from the face's renders under every value: the attribute's region, the
 value whose render is nearest in CIELAB (the vote) and, for every pair of values, which render is nearer in RGB
