@@ -18,8 +18,8 @@ from src.toyworld.attributes import (
     Attributes,
     sample_attributes,
 )
-from src.toyworld.captions import TEMPLATES, zero_shot_prompts
 from src.toyworld.render import render_batch
+from src.toyworld.shortcuts import class_embeddings
 from src.toyworld.training import decode, invert, psnr_db, refine
 
 # What the world must show (TOYFACES.md); the report says which targets hold.
@@ -56,10 +56,7 @@ def zero_shot_accuracy(
     feats = torch.cat([clip.encode_image(x) for x in images.split(256)])
     out = {}
     for name in ZERO_SHOT_ATTRIBUTES:
-        classes = torch.stack(
-            [F.normalize(clip.encode_text(p).mean(0), dim=-1) for p in zero_shot_prompts(name, TEMPLATES)]
-        )
-        pred = (feats @ classes.T).argmax(1)
+        pred = (feats @ class_embeddings(clip, name).T).argmax(1)
         truth = torch.tensor([SCHEMA[name].index(getattr(a, name)) for a in attrs])
         out[name] = (pred == truth).float().mean().item()
     return out

@@ -121,14 +121,10 @@ def reconstructions(gen, inv, n: int, seed: int, chunk: int = 128) -> tuple[torc
 def real_pairs(gen, inv, n: int, seed: int) -> dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor]]:
     """Per counterfactual value, real edits through the generator: reconstructions of n natural training renders and
     of the same faces with the value, kept where the rule reads the value on the latter ((k, 3, H, W) each)."""
-    from src.toyworld.attributes import sample_attributes
-    from src.toyworld.pool import TEST_SEED_OFFSET
-
     rng = np.random.default_rng([seed, 913])
     out = {}
     for attribute, value in counterfactual_values():
-        attrs = [sample_attributes(rng, 0.0) for _ in range(n)]
-        seeds = rng.integers(0, TEST_SEED_OFFSET, size=n).tolist()
+        attrs, seeds = sample_scenes(n, rng, 0.0)  # natural faces, training seeds
         with torch.no_grad():
             src = gen.synthesis(inv(render_batch(attrs, seeds)))
             cf = gen.synthesis(inv(render_batch([a.replace(**{attribute: value}) for a in attrs], seeds)))

@@ -26,7 +26,7 @@ from src.losses.clip import CLIPNCELoss, DirectionalCLIPLoss, GlobalCLIPLoss
 from src.module import add_clip_features
 from src.text_bank import encode_prompt
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
-from src.toyworld.calibration import read_sides_by_rule
+from src.toyworld.calibration import rule_labels
 from src.toyworld.captions import TEMPLATES, zero_shot_prompts
 
 # the paper's ablation grid, each mined in equal measure: (loss, views)
@@ -163,17 +163,14 @@ def run_attack(
 
 # ---- what the images show, and what the CLIP reads ---------------------------------------------------------
 def rule_reads(
-    images: torch.Tensor, attrs: Sequence[Attributes], seeds: Sequence[int], target: tuple[str, str]
+    images: torch.Tensor,
+    attrs: Sequence[Attributes],
+    seeds: Sequence[int],
+    target: tuple[str, str] | None,
 ) -> list[Attributes]:
     """What the world's rule reads on each image (3, H, W) of its face (ground truth; never the oracle)."""
-    from src.toyworld.calibration import _candidates
-
-    out = []
-    for y, a, s in zip(images, attrs, seeds):
-        _candidates.cache_clear()
-        out.append(read_sides_by_rule(y.float(), a, int(s), target)[0])
-    _candidates.cache_clear()
-    return out
+    labels = rule_labels(images, attrs, seeds, [target] * len(attrs))[0]
+    return [Attributes.decode(row.numpy()) for row in labels]
 
 
 def class_embeddings(clip: nn.Module, attribute: str, templates: Sequence[str] = TEMPLATES) -> torch.Tensor:
