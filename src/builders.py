@@ -9,6 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.data.latents import LatentDataModule
 from src.data.prompts import tem_factors
+from src.models.clip import guide_from_config, primary_clip
 from src.module import CFCLIPModule
 from src.utils.loggers import scrub_secrets
 
@@ -23,7 +24,12 @@ def to_container(cfg: DictConfig | dict) -> dict:
 def build(cfg: DictConfig) -> tuple[CFCLIPModule, LatentDataModule]:
     """Generator, CLIP, prompt, mapper (sized from them), loss, augmentation, optimizer -> module + data."""
     generator = instantiate(cfg.domain.generator)
-    clip = instantiate(cfg.domain.clip)
+    # one CLIP, or an ensemble: domain.clip a list, or domain.extra_clips added to it (src.models.clip)
+    clip = guide_from_config(
+        instantiate(cfg.domain.clip),
+        instantiate(cfg.domain.get("extra_clips")),
+        cfg.domain.get("clip_weights"),
+    )
     prompt = instantiate(cfg.prompt)
     module = CFCLIPModule(
         generator=generator,
@@ -46,7 +52,7 @@ def build(cfg: DictConfig) -> tuple[CFCLIPModule, LatentDataModule]:
 def build_mapper(cfg: DictConfig, generator: Any, clip: Any, prompt: Any) -> Any:
     """The run's mapper, sized from its generator, CLIP and prompts (the TEM input's width: ``tem_factors``)."""
     return mapper_from_sizes(
-        cfg, generator.n_latent, generator.style_dim, clip.embed_dim, tem_factors(prompt)
+        cfg, generator.n_latent, generator.style_dim, primary_clip(clip).embed_dim, tem_factors(prompt)
     )
 
 

@@ -7,7 +7,8 @@ With the per-latent source cache (src/data/source_cache.py, on by default) a ste
 takes the source's CLIP embedding and the terms' source features from the cache and renders x only when a term
 reads the image itself. Several prompts (prompt=multi) train one TEM mapper: each sample of a batch carries its
 own prompt, and the loss is the batch-share-weighted sum over the prompts present of the same loss on that
-prompt's samples and text.
+prompt's samples and text. A CLIP ensemble (``domain.clip`` a list, src.models.clip.CLIPEnsemble) guides with
+each CLIP's weighted CLIP terms (``LossSum``), each CLIP with its own text features and source-cache entry.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from src.data import cache_fill
 from src.data import source_cache as sc
 from src.data.prompts import Prompt
 from src.losses.base import LossSum, StepContext, TextFeatures
+from src.losses.clip import add_clip_features  # also imported from here (eval, the probe)
+from src.models.clip import as_ensemble
 from src.models.frozen import freeze, is_frozen
 from src.text_bank import TextBank, check_generalises
 
@@ -36,7 +39,7 @@ class CFCLIPModule(pl.LightningModule):
     def __init__(
         self,
         generator: nn.Module,
-        clip: nn.Module,
+        clip: nn.Module | Sequence[nn.Module],
         mapper: nn.Module,
         loss: LossSum,
         augment: MultiView,
@@ -49,7 +52,11 @@ class CFCLIPModule(pl.LightningModule):
     ):
         super().__init__()
         self.generator = freeze(generator)
-        self.clip = freeze(clip)
+        ensemble = as_ensemble(clip)
+        # the primary CLIP (the TEM's text encoder; evaluation and editing read it), then an ensemble's others
+        self.clip = freeze(ensemble.members[0])
+        self.extra_clips = nn.ModuleList(list(ensemble.members)[1:])
+        self.clip_weights = ensemble.weights
         self.mapper = mapper
         self.loss = loss
         self.augment = augment
@@ -66,7 +73,8 @@ class CFCLIPModule(pl.LightningModule):
             raise ValueError(
                 "several prompts need the text-conditioned mapper (model=cfclip): model.tem is off"
             )
-        self.texts = TextBank(clip, self.prompts)  # text features, encoded once per run (never saved)
+        self.texts = TextBank(self.clip, self.prompts)  # text features, encoded once per run (never saved)
+        self.extra_texts = nn.ModuleList([TextBank(c, self.prompts) for c in self.extra_clips])
         # the last training loss, detached: src.utils.guards.NaNGuard checks it before the optimizer step
         self.last_loss: torch.Tensor | None = None
         self.last_loss_parts: dict[str, torch.Tensor] = {}
@@ -122,6 +130,7 @@ class CFCLIPModule(pl.LightningModule):
         ctx = StepContext(w=w, w_hat=self.edit(w, prompt_ids), text=self.text_features)
         if not self.requires:
             return ctx
+        entries = {}
         if source is None:
             ctx.x = self.render_source(w)  # (B, 3, H, W)
         else:
@@ -129,9 +138,19 @@ class CFCLIPModule(pl.LightningModule):
             if ctx.x is None:
                 ctx.render_source = lambda: self.render_source(w)
             ctx.src_features = entries.get(sc.CLIP_ENTRY)
-            ctx.source = {k: v for k, v in entries.items() if k != sc.CLIP_ENTRY}
+            ctx.source = {k: v for k, v in entries.items() if not sc.is_clip_entry(k)}
         ctx.x_hat = self.generator.synthesis(ctx.w_hat)
-        return add_clip_features(ctx, self.clip, self.augment, self.requires, self.augment_source)
+        if self.extra_clips:
+            ctx.clip_weights = self.clip_weights
+            ctx.guides = [
+                StepContext(
+                    w=w, w_hat=ctx.w_hat, text=bank.features(0), src_features=entries.get(sc.clip_entry(i))
+                )
+                for i, bank in enumerate(self.extra_texts, start=1)
+            ]
+        return add_clip_features(
+            ctx, self.clip, self.augment, self.requires, self.augment_source, self.extra_clips
+        )
 
     @torch.no_grad()
     def render_source(self, w: torch.Tensor) -> torch.Tensor:
@@ -142,8 +161,9 @@ class CFCLIPModule(pl.LightningModule):
     def source_side(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The cacheable source side of images x (B, 3, H, W): {entry: (B, F)}, the same calls as an uncached step."""
         nets = sc.cache_entries(self)
-        out = {sc.CLIP_ENTRY: self.clip.encode_image(x)} if sc.CLIP_ENTRY in nets else {}
-        return {**out, **{k: t.source_features(x) for k, t in nets.items() if k != sc.CLIP_ENTRY}}
+        return {
+            k: n.encode_image(x) if sc.is_clip_entry(k) else n.source_features(x) for k, n in nets.items()
+        }
 
     def cached_source(
         self, batch: dict[str, torch.Tensor], split: str
@@ -198,7 +218,8 @@ class CFCLIPModule(pl.LightningModule):
         total, parts, per_prompt = 0.0, {}, {}
         for i in ids.unique().tolist():
             rows = (ids == i).nonzero().squeeze(1)
-            t, p = self.loss(ctx.select(rows.to(ctx.w.device), self.texts.features(i)))
+            guide_texts = [bank.features(i) for bank in self.extra_texts]
+            t, p = self.loss(ctx.select(rows.to(ctx.w.device), self.texts.features(i), guide_texts))
             share = len(rows) / len(ids)
             total = total + share * t
             parts = {k: parts.get(k, 0.0) + share * v for k, v in p.items()}
@@ -281,44 +302,3 @@ class CFCLIPModule(pl.LightningModule):
         return self.mapper.load_state_dict(
             {k[len(TRAINABLE_PREFIX) :]: v for k, v in theirs.items()}, strict=True
         )
-
-
-def add_clip_features(
-    ctx: StepContext,
-    clip: nn.Module,
-    augment: MultiView,
-    requires: frozenset[str],
-    augment_source: bool = False,
-) -> StepContext:
-    """Fill ctx's CLIP features of x / x_hat / the K views of x_hat that ``requires`` names, each once:
-    one batched augmentation and one CLIP call for the edit and all its views (also used by the probe). The
-    source's features already in ctx (from the source cache) are kept, unless the source is augmented."""
-    need_edit, need_views = "edit_features" in requires, "view_features" in requires
-    if not (need_edit or need_views):
-        return ctx
-    B = ctx.x_hat.shape[0]
-    views = src_views = None
-    if need_views:
-        if augment_source:
-            views, src_views = augment(ctx.x_hat, ctx.x)  # (B, K, 3, H, W) each, same transforms
-        else:
-            views = augment(ctx.x_hat)
-    src_feats = ctx.src_features  # (B, E) when the source cache served it
-    if src_feats is None or src_views is not None:
-        with torch.no_grad():
-            src_in = ctx.x if src_views is None else torch.cat([ctx.x, src_views.flatten(0, 1)])
-            src_feats = clip.encode_image(src_in)
-            ctx.src_features = src_feats[:B]  # (B, E)
-    inputs = ([ctx.x_hat] if need_edit else []) + ([views.flatten(0, 1)] if need_views else [])
-    feats = clip.encode_image(inputs)  # one CLIP call, joined at CLIP's input size: (B [+ B*K], E)
-    if need_edit:
-        ctx.edit_features, feats = feats[:B], feats[B:]
-    if need_views:
-        K = views.shape[1]
-        ctx.view_features = feats.view(B, K, -1)
-        ctx.src_view_features = (
-            src_feats[B:].view(B, K, -1)
-            if src_views is not None
-            else ctx.src_features[:, None].expand(-1, K, -1)
-        )
-    return ctx

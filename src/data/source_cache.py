@@ -22,9 +22,9 @@ from torch import Tensor, nn
 
 log = logging.getLogger("cfclip")
 
-CLIP_ENTRY = (
-    "clip"  # the entry of CLIP's image embedding of the source; the others are named after loss terms
-)
+# the entry of CLIP's image embedding of the source; an ensemble's further CLIPs: clip@1, clip@2, ...; the others
+# are named after loss terms
+CLIP_ENTRY = "clip"
 FORMAT = 1
 
 
@@ -193,14 +193,25 @@ def precision_tag(precision: object) -> str:
     return "bf16" if "bf16" in p else ("16" if p.startswith("16") else "32")
 
 
+def clip_entry(i: int) -> str:
+    """The entry of the i-th CLIP of a run (0: the primary, ``clip``; an ensemble's others ``clip@i``)."""
+    return CLIP_ENTRY if i == 0 else f"{CLIP_ENTRY}@{i}"
+
+
+def is_clip_entry(name: str) -> bool:
+    return name == CLIP_ENTRY or name.startswith(f"{CLIP_ENTRY}@")
+
+
 def cache_entries(module: Any) -> dict[str, nn.Module]:
-    """The entries a module's step can take from the cache, with the net behind each: CLIP's embedding of the
-    source (unless the source is augmented: its views change every step) and each term's source features."""
+    """The entries a module's step can take from the cache, with the net behind each: each CLIP's embedding of the
+    source (unless the source is augmented: its views change every step; an ensemble has one entry per CLIP, each
+    in the key by its own fingerprint) and each term's source features."""
     requires = module.requires
     out: dict[str, nn.Module] = {}
     needs_clip = "edit_features" in requires or "view_features" in requires
     if needs_clip and not module.augment_source:
-        out[CLIP_ENTRY] = module.clip
+        for i, clip in enumerate([module.clip, *getattr(module, "extra_clips", [])]):
+            out[clip_entry(i)] = clip
     for name, term in module.loss.terms.items():
         if has_source_features(term):
             out[name] = term

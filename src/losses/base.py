@@ -19,6 +19,7 @@ from torch import nn
 
 # Names of the lazily computed StepContext fields a term may require.
 REQUIREMENTS = frozenset({"images", "edit_features", "view_features"})
+CLIP_REQUIREMENTS = frozenset({"edit_features", "view_features"})  # those CLIP computes
 
 
 @dataclass
@@ -56,6 +57,10 @@ class StepContext:
     source: dict[str, torch.Tensor] = field(default_factory=dict)
     # () -> x (B, 3, H, W), no grad: renders the source image when a term first reads ctx.x (cached steps)
     render_source: Callable[[], torch.Tensor] | None = field(default=None, repr=False)
+    # a CLIP ensemble (src.models.clip.CLIPEnsemble): the step as each further CLIP sees it (its text and features;
+    # CLIP terms only) and every CLIP's weight, this context's first; empty for one CLIP
+    guides: list[StepContext] = field(default_factory=list)
+    clip_weights: tuple[float, ...] = (1.0,)
 
     def __getattribute__(self, name: str):
         value = object.__getattribute__(self, name)
@@ -67,9 +72,14 @@ class StepContext:
                 object.__setattr__(self, "render_source", None)
         return value
 
-    def select(self, rows: torch.Tensor, text: TextFeatures) -> StepContext:
-        """The samples ``rows`` (index tensor) of this step with another prompt's text (multi-prompt batches)."""
+    def select(
+        self, rows: torch.Tensor, text: TextFeatures, guide_texts: list[TextFeatures] | None = None
+    ) -> StepContext:
+        """The samples ``rows`` (index tensor) of this step with another prompt's text (multi-prompt batches);
+        ``guide_texts``: that prompt's text as each further CLIP of an ensemble encodes it."""
         state = vars(self)  # the stored fields: selecting does not render a lazy x
+        texts = guide_texts if guide_texts is not None else [g.text for g in state["guides"]]
+        guides = [g.select(rows, t) for g, t in zip(state["guides"], texts, strict=True)]
 
         def pick(v):
             if isinstance(v, torch.Tensor):
@@ -78,10 +88,10 @@ class StepContext:
                 return {k: t.index_select(0, rows) for k, t in v.items()}
             return v
 
-        picked = {k: pick(v) for k, v in state.items() if k != "render_source"}
+        picked = {k: pick(v) for k, v in state.items() if k not in ("render_source", "guides")}
         if state["x"] is None and state["render_source"] is not None:  # rendered once, shared by the groups
             picked["render_source"] = lambda: self.x.index_select(0, rows)
-        return StepContext(**{**picked, "text": text})
+        return StepContext(**{**picked, "text": text, "guides": guides})
 
     def need(self, name: str) -> torch.Tensor:
         """A field, with a clear error when the module did not compute it (a term forgot ``requires``)."""
@@ -159,9 +169,23 @@ class LossSum(nn.Module):
         return out
 
     def forward(self, ctx: StepContext) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        parts = {name: term(ctx) for name, term in self.terms.items()}
+        """(total, parts). With a CLIP ensemble (``ctx.guides``) a CLIP term is ``sum_i clip_weights[i] * term(CLIP
+        i)``; its value under each CLIP is logged too, as ``<term>@<i>`` (not summed again into the total)."""
+        parts, per_clip = {}, {}
+        for name, term in self.terms.items():
+            if ctx.guides and uses_clip(term):
+                values = [term(c) for c in (ctx, *ctx.guides)]
+                parts[name] = sum(w * v for w, v in zip(ctx.clip_weights, values, strict=True))
+                per_clip.update({f"{name}@{i}": v for i, v in enumerate(values)})
+            else:
+                parts[name] = term(ctx)
         total = sum(self.terms[name].weight * value for name, value in parts.items())
-        return total, parts
+        return total, {**parts, **per_clip}
+
+
+def uses_clip(term: LossTerm) -> bool:
+    """Whether a term reads CLIP features (so an ensemble evaluates it under every CLIP)."""
+    return bool(set(term.requires) & CLIP_REQUIREMENTS)
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:

@@ -1,10 +1,13 @@
-"""CLIP-guided loss terms: global (StyleCLIP), directional (StyleGAN-NADA) and CLIP-NCE (CF-CLIP, Eq. 2-4)."""
+"""CLIP-guided loss terms: global (StyleCLIP), directional (StyleGAN-NADA) and CLIP-NCE (CF-CLIP, Eq. 2-4), and
+the CLIP features of a step they read (``add_clip_features``: one CLIP, or each CLIP of an ensemble)."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 
 import torch
+from torch import nn
 
 from src.losses.base import LossTerm, StepContext, normalize
 
@@ -122,3 +125,62 @@ def clip_nce(
     else:  # paper: -log(exp(pos_p) / (sum_p exp(pos_p) + sum_n exp(neg_n))), averaged over p
         terms = torch.logsumexp(torch.cat([pos, neg], dim=-1), dim=-1, keepdim=True) - pos  # (B, K, P)
     return (terms if floor is None else terms.clamp_min(floor)).mean()
+
+
+def add_clip_features(
+    ctx: StepContext,
+    clip: nn.Module,
+    augment: nn.Module,
+    requires: frozenset[str],
+    augment_source: bool = False,
+    extra_clips: Sequence[nn.Module] = (),
+) -> StepContext:
+    """Fill ctx's CLIP features of x / x_hat / the K views of x_hat that ``requires`` names, each once:
+    one batched augmentation and one CLIP call for the edit and all its views (also used by the probe). The
+    source's features already in ctx (from the source cache) are kept, unless the source is augmented.
+    ``extra_clips``: the further CLIPs of an ensemble; each fills its own context of ``ctx.guides`` (same order)
+    from the same views, through its own preprocessing."""
+    need_edit, need_views = "edit_features" in requires, "view_features" in requires
+    if not (need_edit or need_views):
+        return ctx
+    views = src_views = None
+    if need_views:
+        if augment_source:
+            views, src_views = augment(ctx.x_hat, ctx.x)  # (B, K, 3, H, W) each, same transforms
+        else:
+            views = augment(ctx.x_hat)
+    for c, sub in [(clip, ctx), *zip(extra_clips, ctx.guides, strict=True)]:
+        encode_step(sub, c, ctx.x_hat, lambda: ctx.x, views, src_views, need_edit)
+    return ctx
+
+
+def encode_step(
+    ctx: StepContext,
+    clip: nn.Module,
+    x_hat: torch.Tensor,
+    source: Callable[[], torch.Tensor],
+    views: torch.Tensor | None,
+    src_views: torch.Tensor | None,
+    need_edit: bool,
+) -> None:
+    """One CLIP's features of a step into ctx: the source (no grad; kept when cached and not augmented), the edit
+    x_hat (B, 3, H, W) and its views (B, K, 3, H, W), joined at CLIP's input size in one call."""
+    B = x_hat.shape[0]
+    src_feats = ctx.src_features  # (B, E) when the source cache served it
+    if src_feats is None or src_views is not None:
+        with torch.no_grad():
+            src_in = source() if src_views is None else torch.cat([source(), src_views.flatten(0, 1)])
+            src_feats = clip.encode_image(src_in)
+            ctx.src_features = src_feats[:B]  # (B, E)
+    inputs = ([x_hat] if need_edit else []) + ([views.flatten(0, 1)] if views is not None else [])
+    feats = clip.encode_image(inputs)  # one CLIP call, joined at CLIP's input size: (B [+ B*K], E)
+    if need_edit:
+        ctx.edit_features, feats = feats[:B], feats[B:]
+    if views is not None:
+        K = views.shape[1]
+        ctx.view_features = feats.view(B, K, -1)
+        ctx.src_view_features = (
+            src_feats[B:].view(B, K, -1)
+            if src_views is not None
+            else ctx.src_features[:, None].expand(-1, K, -1)
+        )

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -59,10 +61,13 @@ def create_generator(
     return g
 
 
-def clip_model_config(model_config: str | dict | None) -> dict | None:
-    """A CLIP architecture as data: a dict, or the name of a JSON file in ``clip_configs/``."""
-    if model_config is None or isinstance(model_config, dict):
-        return model_config
+def clip_model_config(model_config: str | Mapping | None) -> dict | None:
+    """A CLIP architecture as data: a mapping (a dict, or a config node as Hydra passes it), or the name of a JSON
+    file in ``clip_configs/``."""
+    if model_config is None:
+        return None
+    if isinstance(model_config, Mapping):
+        return _plain_json(model_config)
     path = CLIP_CONFIG_DIR / f"{model_config}.json"
     if not path.is_file():
         known = sorted(p.stem for p in CLIP_CONFIG_DIR.glob("*.json"))
@@ -70,10 +75,19 @@ def clip_model_config(model_config: str | dict | None) -> dict | None:
     return json.loads(path.read_text())
 
 
+def _plain_json(obj: Any) -> Any:
+    """Nested mappings / sequences (e.g. OmegaConf nodes) as plain dicts / lists."""
+    if isinstance(obj, Mapping):
+        return {str(k): _plain_json(v) for k, v in obj.items()}
+    if isinstance(obj, Sequence) and not isinstance(obj, str | bytes):
+        return [_plain_json(v) for v in obj]
+    return obj
+
+
 def create_clip(
     model_name: str,
     pretrained: str | None = None,
-    model_config: str | dict | None = None,
+    model_config: str | Mapping | None = None,
     checkpoint: str | None = None,
     seed: int = 0,
 ) -> torch.nn.Module:
