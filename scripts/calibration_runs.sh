@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Short mapper runs whose edits calibrate the toyfaces oracle (build stage `calibrate`, src/toyworld/calibration.py):
+# Short mapper runs whose edits calibrate the toyfaces oracle (build stage `calibrate`, src/toyworld/judge/calibration.py):
 # every counterfactual value x (loss, augmentation) pairs, 150 steps, a checkpoint every 50. Runs 0-7 and the
 # EXTRA runs (16 on) go to <work>/calibration_runs/fit (the oracle is fine-tuned on their edits of train faces);
 # runs 8-15 and two default-recipe runs (elf ears, "face with blue lipstick", 400 steps, a checkpoint every 100) go

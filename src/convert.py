@@ -23,7 +23,10 @@ from typing import Any
 import torch
 
 from src.models.legacy import Record, nvidia_to_rosinality, read_network_pickle, record_state_dict
+from src.models.stylegan2 import Generator
 from src.models.weights import WeightsError, save_atomic
+from src.official import describe, export_official, import_official
+from src.utils.errors import user_error
 
 
 def _find_attr(obj: Record, name: str) -> Any:
@@ -64,8 +67,6 @@ def convert_network_pickle(path: str | Path, key: str = "G_ema") -> dict[str, An
 
 def check_loads(ckpt: dict) -> None:
     """Strictly load the converted state dict into our Generator built on the meta device (no memory, no init)."""
-    from src.models.stylegan2 import Generator
-
     with torch.device("meta"):
         g = Generator(**ckpt["generator_config"])
     try:
@@ -102,15 +103,11 @@ def _user_error(err: Exception) -> bool:
     """A wrong input (file, option, override), reported as one line; anything else is a bug (traceback)."""
     from hydra.errors import HydraException
 
-    from src.utils.errors import user_error
-
     return user_error(err) is not None or isinstance(err, (HydraException, FileExistsError))
 
 
 def _run(args: argparse.Namespace) -> None:
     if args.to == "official":
-        from src.official import export_official
-
         if args.overrides:
             raise ValueError(f"--to official takes a run checkpoint and an output only, not {args.overrides}")
         _, notes = export_official(args.input, args.output, overwrite=args.overwrite)
@@ -128,8 +125,6 @@ def _run(args: argparse.Namespace) -> None:
                 f"note: the NVIDIA network clamps activations to +-{source['conv_clamp']:g}; ours does not clamp"
             )
     else:
-        from src.official import describe, import_official
-
         ckpt = import_official(args.input, args.output, args.overrides, overwrite=args.overwrite)
         print(f"wrote {args.output}: {describe(ckpt)}")
         print(f"edit:     python -m src.edit ckpt={args.output} image=<photo>   (or latents=<W+ .pt>)")

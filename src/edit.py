@@ -31,7 +31,11 @@ from PIL import Image
 from torchvision.utils import make_grid, save_image
 
 from src.builders import build_mapper
+from src.data.latents import check_latents
+from src.eval import load_run
+from src.models.weights import load_checkpoint
 from src.photo import align_photo, invert_images, letterbox, to_tensor
+from src.text_bank import check_generalises
 from src.utils.errors import run_task
 from src.utils.loggers import quiet_library_logs
 
@@ -63,8 +67,6 @@ def _as_list(value: Any) -> list:
 
 
 def _run_config(ckpt_path: str) -> tuple[dict, DictConfig]:
-    from src.models.weights import load_checkpoint
-
     ckpt = load_checkpoint(ckpt_path, what="run checkpoint")
     hparams = ckpt.get("hyper_parameters") if isinstance(ckpt, dict) else None
     if not hparams or "domain" not in hparams:
@@ -85,8 +87,6 @@ def load_editors_and_data(
     ckpts: list[str], device: torch.device
 ) -> tuple[Any, DictConfig, list[Editor], Any]:
     """``load_editors`` plus the first run's datamodule (the domain's own latents)."""
-    from src.eval import load_run
-
     if not ckpts:
         raise ValueError("give a run checkpoint: ckpt=outputs/train/<time>/checkpoints/last.ckpt")
     module, run_cfg, datamodule = load_run(str(ckpts[0]))
@@ -154,8 +154,6 @@ def apply_edits(
 ) -> dict[str, torch.Tensor]:
     """{label: edited W+ (N, L, D)} for each editor and each of ``prompts`` (default: the texts it was trained
     for). A multi-prompt mapper takes any text; a one-prompt mapper only its own (clear error otherwise)."""
-    from src.text_bank import check_generalises
-
     out: dict[str, torch.Tensor] = {}
     for editor in editors:
         if prompts and not editor.use_tem and any(t not in editor.targets for t in prompts):
@@ -175,9 +173,6 @@ def apply_edits(
 
 def read_latents(path: str, n_latent: int, style_dim: int, num: int | None) -> torch.Tensor:
     """W+ (N, L, D) from a .pt file: a tensor [N, L, D], [L, D] or [N, D], or a dict with 'w' / 'latents'."""
-    from src.data.latents import check_latents
-    from src.models.weights import load_checkpoint
-
     obj = load_checkpoint(os.path.expanduser(str(path)), what="latents")
     if isinstance(obj, dict):
         obj = obj.get("w", obj.get("latents"))

@@ -3,7 +3,7 @@
 Rebuilds the run's models from the config stored in the checkpoint, edits the domain's test latents and prints
 the metrics as JSON (saved with a source | edited grid in the eval run dir). ``prompts='[text,...]'`` evaluates
 other texts too: any text with a multi-prompt checkpoint (prompt=multi), judged on toyfaces by the values the
-text names (composed prompts judge each named value; src.evaluation.toyfaces_composed). Without ``prompts`` it
+text names (composed prompts judge each named value; src.toyworld.judge.composed). Without ``prompts`` it
 judges what the run's final evaluation judged (its ``eval_prompts``), so a re-judged run matches its training.
 """
 

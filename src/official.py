@@ -34,6 +34,7 @@ from src.models.official_format import (
     to_official,
 )
 from src.models.weights import load_checkpoint, save_atomic
+from src.utils.loggers import scrub_secrets
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 CLIP_CONFIGS = Path(__file__).resolve().parent / "models" / "clip_configs"
@@ -90,7 +91,6 @@ def run_config(
     from hydra.core.hydra_config import HydraConfig
 
     from src.builders import plain_config
-    from src.utils.loggers import scrub_secrets
 
     fixed = [o for o in overrides if re.match(r"^[~+]*model([.=]|$)", o)]
     if fixed:

@@ -14,6 +14,13 @@ import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from PIL import Image
 
+from src.align import align_face, center_crop, detect_landmarks
+from src.invert import invert
+from src.models.perceptual import LPIPS_BACKBONES, lpips_model
+from src.models.weights import WeightsError
+from src.toyworld.assets import load_inverter
+from src.toyworld.training import refine
+
 log = logging.getLogger("cfclip")
 
 
@@ -39,8 +46,6 @@ def align_photo(
     img: Image.Image, size: int, detector: str, landmarks: Any = None, device: str = "cpu"
 ) -> Image.Image:
     """The generator-sized input of the inversion: FFHQ-aligned from landmarks (given or detected) or centre crop."""
-    from src.align import align_face, center_crop, detect_landmarks
-
     if landmarks is not None:
         return align_face(
             img,
@@ -62,9 +67,6 @@ def make_lpips(cfg: DictConfig, weights_dir: str | None) -> torch.nn.Module | No
     if float(cfg.lpips_weight) <= 0:
         return None
     import lpips
-
-    from src.models.perceptual import LPIPS_BACKBONES, lpips_model
-    from src.models.weights import WeightsError
 
     net = str(cfg.lpips_net)
     try:
@@ -93,7 +95,6 @@ def invert_images(
     if method == "encoder":
         if run_cfg.domain.get("name") != "toyfaces":
             raise ValueError("invert.method=encoder needs an encoder: only the toyfaces domain ships one")
-        from src.toyworld.assets import load_inverter
 
         inverter = load_inverter(run_cfg.domain.get("asset_dir")).to(aligned.device)
         x = (
@@ -105,14 +106,11 @@ def invert_images(
             w = inverter(x)
         steps = int(cfg.get("refine_steps") or 0)
         if steps > 0:  # the world's own inversion: encoder, then W+ optimisation (as its latent datasets)
-            from src.toyworld.training import refine
-
             w = refine(gen, aligned, w, steps, lr=float(cfg.get("refine_lr") or 0.03))
         with torch.no_grad():
             return w, None, gen.synthesis(w)
     if method != "optimize":
         raise ValueError(f"invert.method must be auto, optimize or encoder, got {method!r}")
-    from src.invert import invert
 
     result = invert(
         gen,

@@ -20,9 +20,12 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from src.evaluation.toyfaces import ceiling_table
+from src.models.weights import load_checkpoint
 from src.utils.dicts import flatten
 from src.utils.errors import claim_output_dir, run_task
-from src.utils.loggers import quiet_library_logs, scrub_secrets
+from src.utils.guards import SignalCheckpoint, find_callback
+from src.utils.loggers import finish_wandb, quiet_library_logs, scrub_secrets
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
@@ -97,7 +100,6 @@ def check_resume_checkpoint(path: str, cfg: DictConfig, module: Any) -> int:
 
     Returns the checkpoint's global step."""
     from src.builders import plain_config
-    from src.models.weights import load_checkpoint
 
     ckpt = load_checkpoint(path, what=f"ckpt_path={path}")
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict) or "loops" not in ckpt:
@@ -147,8 +149,6 @@ def keep_csv_history(loggers: list, resume_step: int) -> None:
 
 def interrupted(trainer: pl.Trainer, callbacks: list) -> SystemExit:
     """SIGTERM / SIGINT stopped the fit: one message, exit status 128 + signal."""
-    from src.utils.guards import SignalCheckpoint, find_callback
-
     sig = find_callback(callbacks, SignalCheckpoint)
     code = sig.exit_code if sig is not None else 128 + int(signal.SIGTERM)
     name = signal.Signals(code - 128).name
@@ -203,7 +203,6 @@ def final_eval(cfg: DictConfig, module: Any, datamodule: Any, loggers: list) -> 
         result.get("n", 0),
         json.dumps({k: v for k, v in result.items() if not isinstance(v, dict)}, default=str),
     )
-    from src.evaluation.toyfaces import ceiling_table
 
     if ceiling_table(result):
         log.info("%s", ceiling_table(result))
@@ -278,7 +277,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
                 "evaluation grids (source | edit | ideal, one per prompt): %s/<prompt>/eval_grid.png",
                 eval_dir,
             )
-    from src.utils.loggers import finish_wandb
 
     finish_wandb()  # close this run's W&B run now (sweeps and notebooks call train() repeatedly)
     return metrics

@@ -5,7 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from src.evaluation.ideal import (
+from src.evaluation.toyfaces import judge
+from src.toyworld.attributes import SCHEMA, Attributes, sample_attributes
+from src.toyworld.judge.calibration import compose, read_sides_by_rule, rule_labels
+from src.toyworld.judge.composed import value_renders
+from src.toyworld.judge.rule import (
     FaithfulThresholds,
     changed_region,
     ideal_edit_scores,
@@ -13,10 +17,6 @@ from src.evaluation.ideal import (
     region_fidelity,
     sides,
 )
-from src.evaluation.toyfaces import judge
-from src.evaluation.toyfaces_composed import value_renders
-from src.toyworld.attributes import SCHEMA, Attributes, sample_attributes
-from src.toyworld.calibration import compose, read_sides_by_rule, rule_labels
 from src.toyworld.render import render_batch
 
 
@@ -114,7 +114,9 @@ def test_nearest_target_fails_colours_between_the_source_and_the_target(faces: t
 def test_judge_needs_the_value_renders_unless_the_vote_is_off(faces: tuple) -> None:
     """The faithful verdict includes the vote; without the renders it refuses, and nearest_target=False is the
     pixel rule alone (the judge before the vote)."""
-    from src.toyworld.oracle import Oracle  # an untrained oracle: only the pixel-rule parts are checked here
+    from src.toyworld.judge.oracle import (
+        Oracle,  # an untrained oracle: only the pixel-rule parts are checked here
+    )
 
     attrs, seeds = faces
     e = edits(faces, "lip_color", "black")
@@ -208,7 +210,7 @@ def test_rule_labels_need_the_colour_vote(faces: tuple) -> None:
     black only without the vote (``nearest=False``); the ideal reads black either way. ``agreement`` compares the
     oracle with either rule."""
     from src.toyworld.attributes import LABEL_ATTRIBUTES
-    from src.toyworld.calibration import agreement
+    from src.toyworld.judge.calibration import agreement
 
     attrs, seeds = faces
     e = edits(faces, "lip_color", "black")

@@ -1,7 +1,9 @@
-"""No import cycles inside src/: every import statement (module level or inside a function) counts.
+"""The import graph of src/: no cycles, layers that import only downward, and lazy imports only where they defer
+a heavy dependency.
 
-A lazy import only hides a cycle until someone moves it to the top of the file; keeping the graph acyclic keeps
-the layering clear (evaluation -> callbacks never, losses <-> evaluation never). Parsed statically with ``ast``.
+Every import statement counts, module level or inside a function: a lazy import only hides a cycle until someone
+moves it to the top of the file. The toyfaces layers, bottom up: the world (src.toyworld.*), its judge
+(src.toyworld.judge), the evaluation (src.evaluation), the build (src.toyworld.build). Parsed statically with ``ast``.
 """
 
 from __future__ import annotations
@@ -24,12 +26,29 @@ def src_modules() -> dict[str, Path]:
     return {module_name(p): p for p in sorted(SRC.rglob("*.py")) if "assets" not in p.relative_to(SRC).parts}
 
 
-def imports_of(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+def import_nodes(path: Path, scope: str = "all") -> list[ast.Import | ast.ImportFrom]:
+    """The import statements of a file: ``all``, those run at import time (``module``: outside any function) or
+    those inside functions (``function``)."""
+    tree = ast.parse(path.read_text(), str(path))
+    inside = {
+        id(n)
+        for fn in ast.walk(tree)
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for n in ast.walk(fn)
+        if isinstance(n, (ast.Import, ast.ImportFrom))
+    }
+    nodes = [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    if scope == "all":
+        return nodes
+    return [n for n in nodes if (id(n) in inside) == (scope == "function")]
+
+
+def imports_of(name: str, path: Path, modules: dict[str, Path], nodes: list | None = None) -> set[str]:
     """The src modules ``name`` imports: ``import src.x.y`` -> the longest known prefix; ``from src.x import y`` ->
     ``src.x.y`` when y is a submodule, else ``src.x``; relative imports resolved against the package."""
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in import_nodes(path) if nodes is None else nodes:
         if isinstance(node, ast.Import):
             for alias in node.names:
                 parts = alias.name.split(".")
@@ -131,9 +150,9 @@ def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
 def test_graph_sees_function_level_and_submodule_imports():
     graph = import_graph()
     assert "src.evaluation.generic" in graph["src.eval"]
-    assert "src.toyworld.assets" in graph["src.toyworld.build"]  # from src.toyworld import assets
+    assert "src.toyworld.assets" in graph["src.toyworld.build.stages"]  # from src.toyworld import assets
     assert "src.models.arcface" in graph["src.evaluation.real"]  # only imported inside a method
-    assert "src.toyworld.assets" in graph["src.evaluation.toyfaces"]  # only imported inside a method
+    assert "src.evaluation.guide" in graph["src.evaluation.toyfaces"]  # only imported inside a method
 
 
 def test_layering_of_the_evaluation_code():
@@ -155,7 +174,11 @@ def test_the_judge_never_trains_anything():
     """The oracle and its calibration data are evaluation-only: nothing a training step runs (the identity net
     included) can reach them."""
     graph = import_graph()
-    judge = {"src.toyworld.oracle", "src.toyworld.calibration", "src.toyworld.calibration_set"}
+    judge = {
+        "src.toyworld.judge.oracle",
+        "src.toyworld.judge.calibration",
+        "src.toyworld.judge.calibration_set",
+    }
     trainer_sides = (
         "src.losses",
         "src.module",
@@ -166,3 +189,92 @@ def test_the_judge_never_trains_anything():
     )
     for trainer_side in trainer_sides:
         assert not judge & (reachable(graph, trainer_side) | {trainer_side}), trainer_side
+
+
+def layer_of(module: str) -> int | None:
+    """The toyfaces layer of a module, bottom up (None: the framework, outside the layers)."""
+    for prefix, layer in LAYERS:
+        if module == prefix or module.startswith(prefix + "."):
+            return layer
+    return None
+
+
+LAYERS = (  # most specific prefix first
+    ("src.toyworld.build", 3),
+    ("src.evaluation", 2),
+    ("src.toyworld.judge", 1),
+    ("src.toyworld", 0),
+)
+LAYER_NAMES = ("the world", "the judge", "the evaluation", "the build")
+
+
+def test_toyfaces_layers_import_only_downward():
+    """world < judge < evaluation < build: no module reaches a layer above its own, not even through the
+    framework's modules (the world must not import the judge, the judge neither the evaluation nor the build)."""
+    graph = import_graph()
+    assert {layer_of(m) for m in graph} >= {0, 1, 2, 3}, "every layer has modules"
+    upward = [
+        f"{m} ({LAYER_NAMES[layer_of(m)]}) -> {d} ({LAYER_NAMES[layer_of(d)]})"
+        for m in sorted(graph)
+        if layer_of(m) is not None
+        for d in sorted(reachable(graph, m))
+        if (layer_of(d) or -1) > layer_of(m)
+    ]
+    assert not upward, "imports up the toyfaces layers:\n" + "\n".join(upward)
+
+
+# third-party packages whose import is slow or pulls big libraries: the one reason for an import inside a function
+HEAVY = frozenset(
+    {
+        "open_clip",
+        "lpips",
+        "facenet_pytorch",
+        "wandb",
+        "pytorch_lightning",
+        "lightning",
+        "kornia",
+        "torchmetrics",
+    }
+)
+
+
+def heavy_packages() -> dict[str, set[str]]:
+    """Per src module, the HEAVY packages that importing it loads (its module-level imports, transitively)."""
+    modules = src_modules()
+    direct: dict[str, set[str]] = {}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        nodes = import_nodes(path, "module")
+        graph[name] = imports_of(name, path, modules, nodes)
+        tops = {a.name for n in nodes if isinstance(n, ast.Import) for a in n.names}
+        tops |= {n.module for n in nodes if isinstance(n, ast.ImportFrom) and n.module and not n.level}
+        direct[name] = {t.split(".")[0] for t in tops} & HEAVY
+    return {m: direct[m].union(*(direct[d] for d in reachable(graph, m))) for m in modules}
+
+
+def test_lazy_imports_only_defer_heavy_dependencies():
+    """An import of a src module inside a function is there to defer a heavy package that the importing module
+    does not load anyway, never to dodge a cycle: anything else belongs at the top of the file."""
+    modules = src_modules()
+    heavy = heavy_packages()
+    needless = []
+    for name, path in modules.items():
+        for node in import_nodes(path, "function"):
+            targets = imports_of(name, path, modules, [node])
+            deferred = set().union(*(heavy[t] for t in targets)) - heavy[name] if targets else set()
+            if targets and not deferred:
+                needless.append(f"{name}: {ast.unparse(node)}")
+    assert not needless, "imports inside functions that defer nothing heavy (move them up):\n" + "\n".join(
+        needless
+    )
+
+
+def test_lazy_import_check_sees_a_needless_one(tmp_path):
+    """The check above flags a function-level import of a light module (planted in a copy of a real one)."""
+    modules = src_modules()
+    path = tmp_path / "planted.py"
+    path.write_text("def f():\n    from src.utils.stats import mean_ci\n    return mean_ci\n")
+    nodes = import_nodes(path, "function")
+    assert [ast.unparse(n) for n in nodes] == ["from src.utils.stats import mean_ci"]
+    targets = imports_of("src.planted", path, modules, nodes)
+    assert targets == {"src.utils.stats"} and not heavy_packages()["src.utils.stats"]

@@ -221,7 +221,7 @@ def test_composed_judge_on_hand_made_edits():
     ev = ToyfacesEvaluator({})
     attrs, seeds = ev.scenes(4)
     _, _, source = ideal_edits(attrs, seeds, "ears", "pointed")
-    from src.evaluation.toyfaces_composed import renders
+    from src.toyworld.judge.composed import renders
 
     both = renders(attrs, seeds, {"ears": "pointed", "lip_color": "green"})
     ears_only = renders(attrs, seeds, {"ears": "pointed"})

@@ -1,4 +1,4 @@
-"""The loss probe (python -m src.toyworld.probe): candidates, scores, JSON, errors."""
+"""The loss probe (python -m src.probe): candidates, scores, JSON, errors."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from src.toyworld.probe import candidates, run_probe
+from src.probe import candidates, run_probe
 from tests.conftest import compose_train
 
 

@@ -34,7 +34,7 @@ RUN = {
     "python -m src.train experiment=toyfaces_multi",
     f'python -m src.edit ckpt={MULTI_RUN} text="face with blue lipstick"',
     f"python -m src.eval ckpt={MULTI_RUN} 'prompts=[face with elf ears and green lipstick]'",
-    "python -m src.toyworld.probe prompt=green_lipstick domain.perspective_distortion=0.5",
+    "python -m src.probe prompt=green_lipstick domain.perspective_distortion=0.5",
 }
 NOT_RUN = {
     "python -m src.train -m experiment=ablation_loss": "27 jobs of 400 steps; tests/test_experiments.py composes it",
@@ -187,9 +187,9 @@ def test_eval_a_composed_text_with_a_multi_run(multi_ckpt, tmp_path, monkeypatch
 
 
 def test_probe_command(tmp_path):
-    from src.toyworld.probe import run_probe
+    from src.probe import run_probe
 
-    cmd = "python -m src.toyworld.probe prompt=green_lipstick domain.perspective_distortion=0.5"
+    cmd = "python -m src.probe prompt=green_lipstick domain.perspective_distortion=0.5"
     out = run_probe(compose_train(args_of(cmd) + ["probe.n=2", "probe.tints=[0.2]"], tmp_path, "probe"))
     assert out["target"] == "lip_color:green" and "ideal" in out["losses"]
 

@@ -15,8 +15,10 @@ from PIL import Image
 
 from src.models.weights import WeightsError
 from src.toyworld import assets
-from src.toyworld.build import main as build_main
-from src.toyworld.shortcuts import counterfactual_values
+from src.toyworld.build.export import write_manifest
+from src.toyworld.build.stages import main as build_main
+from src.toyworld.judge.oracle import load_oracle
+from src.toyworld.judge.shortcuts import counterfactual_values
 from tests.conftest import ROOT
 
 ASSET_FILES = {
@@ -91,7 +93,7 @@ def test_assets_load_through_the_common_model_code(smoke_assets):
     x = gen.synthesis(w)
     assert x.shape == (2, 3, 64, 64) and inv(x).shape == w.shape
     assert clip.encode_image(x).shape == (2, clip.embed_dim)
-    oracle = assets.load_oracle(str(smoke_assets))  # the smoke build's calib_ensemble="8": two members
+    oracle = load_oracle(str(smoke_assets))  # the smoke build's calib_ensemble="8": two members
     assert len(oracle.members) == 2 and oracle.predict(x)["ears"].shape == (2,)
     assert assets.load_sampler(str(smoke_assets)).sample(3).shape == (3, gen.n_latent, gen.style_dim)
     ident = assets.load_identity(str(smoke_assets))
@@ -104,7 +106,7 @@ def test_a_modified_asset_is_refused_with_the_fix(smoke_assets, tmp_path):
     with open(bad / "oracle.pt", "ab") as fh:
         fh.write(b"tampered")
     with pytest.raises(WeightsError, match="sha256.*python -m src.toyworld.build"):
-        assets.load_oracle(str(bad))
+        load_oracle(str(bad))
     (bad / "manifest.json").unlink()
     with pytest.raises(WeightsError, match="manifest.json is missing"):
         assets.load_generator(str(bad))
@@ -112,7 +114,7 @@ def test_a_modified_asset_is_refused_with_the_fix(smoke_assets, tmp_path):
 
 def test_report_command_prints_json(smoke_assets):
     res = subprocess.run(
-        [sys.executable, "-m", "src.toyworld.report", "--asset-dir", str(smoke_assets)],
+        [sys.executable, "-m", "src.toyworld.build.report", "--asset-dir", str(smoke_assets)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -188,8 +190,9 @@ def test_train_and_eval_on_toyfaces(fast_cfg, smoke_assets, tmp_path):
     assert grid.height >= 3 * 4 * 64  # three rows (source, edit, ideal), enlarged at least 4x
 
     # the run's checkpoint is a calibration source of the oracle: its edits, labelled by the region rule
+    from src.eval import load_run
     from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
-    from src.toyworld.calibration_set import make_calibration_set
+    from src.toyworld.judge.calibration_set import make_calibration_set
 
     lat = assets.load_latents("train", str(smoke_assets))
     cs = make_calibration_set(
@@ -199,6 +202,7 @@ def test_train_and_eval_on_toyfaces(fast_cfg, smoke_assets, tmp_path):
         [Attributes.decode(v.numpy()) for v in lat["labels"]],
         lat["seeds"].tolist(),
         runs=[[tmp_path / "checkpoints" / "last.ckpt"]],
+        load_run=load_run,
         faces_per_source=2,
         log=lambda _: None,
     )
@@ -220,8 +224,8 @@ def test_train_and_eval_on_toyfaces(fast_cfg, smoke_assets, tmp_path):
     assert {t for t, k in zip(cs.targets, cs.kinds) if k == "mapper edit"} == {("ears", "pointed")}
     assert {t for t, k in zip(cs.targets, cs.kinds) if k == "reconstruction"} == {None}
     # what the oracle reads each image against, and the edit question it learns (calibration_set.calibrate)
-    from src.toyworld.calibration_set import edit_codes, read_edits, references
-    from src.toyworld.oracle import Oracle
+    from src.toyworld.judge.calibration_set import edit_codes, read_edits, references
+    from src.toyworld.judge.oracle import Oracle
 
     faces = [Attributes.decode(lat["labels"][i].numpy()) for i in cs.faces]
     codes = edit_codes(cs.targets, faces)
@@ -274,7 +278,7 @@ def test_from_assets_rebuilds_only_the_later_stages(smoke_assets, tmp_path):
 
 def test_tune_rates_parse_and_bad_keys_fail_early():
     from src.toyworld.attributes import counterfactual_rates
-    from src.toyworld.build import parse_rates
+    from src.toyworld.build.config import parse_rates
 
     rates = parse_rates("ears:pointed=0.25, eyebrow_color:purple=0.1")
     assert rates == {"ears:pointed": 0.25, "eyebrow_color:purple": 0.1} and parse_rates("") == {}
@@ -288,7 +292,7 @@ def test_tune_rates_parse_and_bad_keys_fail_early():
 
 
 def test_build_settings_parse_as_their_field_types():
-    from src.toyworld.build import BuildConfig, apply_settings
+    from src.toyworld.build.config import BuildConfig, apply_settings
 
     cfg = apply_settings(BuildConfig(), ["calib_relative=false", "oracle_width=32", "clip_lr=0.5"])
     assert cfg.calib_relative is False and cfg.oracle_width == 32 and cfg.clip_lr == 0.5
@@ -372,7 +376,8 @@ def test_robust_clip_views_warp_half_the_batch_and_cast_colours_reproducibly():
 
 
 def test_calibration_sets_are_reused_only_for_the_same_runs_and_settings(smoke_assets, capsys):
-    from src.toyworld.build import BuildConfig, Builder
+    from src.toyworld.build.config import BuildConfig
+    from src.toyworld.build.stages import Builder
 
     work = smoke_assets.parent / "work"
     builder = Builder(BuildConfig.smoke(), work, smoke_assets.parent / "recalibrated")
@@ -456,7 +461,8 @@ def test_rejudge_keeps_the_previous_verdicts_resumes_and_shards(tmp_path):
 
 def test_a_new_stage_one_oracle_drops_the_ensemble_members_of_the_old_one(tmp_path):
     """calib_ensemble's extra stage-one oracles (<work>/oracle_w<width>.pt) are retrained after the oracle stage."""
-    from src.toyworld.build import BuildConfig, Builder
+    from src.toyworld.build.config import BuildConfig
+    from src.toyworld.build.stages import Builder
 
     work = tmp_path / "work"
     work.mkdir()
@@ -474,7 +480,7 @@ def test_ceilings_stage_refreshes_only_the_reports_ceilings(smoke_assets, tmp_pa
     for c in before["ceilings"].values():
         c.pop("nearest_target_rate", None)  # as a report made before the vote
     (out / "report.json").write_text(json.dumps(before))
-    assets.write_manifest(out, "test")
+    write_manifest(out, "test")
     args = ["--smoke", "--from-assets", "--work", str(work), "--out", str(out), "--stages", "ceilings,export"]
     assert build_main(args) == 0
     after = json.loads((out / "report.json").read_text())

@@ -3,12 +3,12 @@ oracle, saved and loaded with it, and used for its attributes' targets."""
 
 import torch
 
-from src.evaluation.toyfaces_composed import value_renders
 from src.toyworld.attributes import SCHEMA, Attributes
-from src.toyworld.calibration import compose, read_sides_by_rule
-from src.toyworld.dense import DenseReader, dense_labels, pairs, read_maps
-from src.toyworld.dense_calibration import dense_attributes, dense_targets, train_head
-from src.toyworld.oracle import Oracle, OracleEnsemble
+from src.toyworld.judge.calibration import compose, read_sides_by_rule
+from src.toyworld.judge.composed import value_renders
+from src.toyworld.judge.dense import DenseReader, dense_labels, pairs, read_maps
+from src.toyworld.judge.dense_calibration import dense_attributes, dense_targets, train_head
+from src.toyworld.judge.oracle import Oracle, OracleEnsemble
 
 LIPS = SCHEMA["lip_color"].values
 

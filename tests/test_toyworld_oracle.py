@@ -3,10 +3,10 @@
 import numpy as np
 import torch
 
-from src.evaluation.ideal import PAIRED
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
-from src.toyworld.oracle import Oracle, OracleEnsemble
-from src.toyworld.oracle_training import corrupt, region_stats, train_oracle
+from src.toyworld.judge.oracle import Oracle, OracleEnsemble
+from src.toyworld.judge.oracle_training import corrupt, region_stats, train_oracle
+from src.toyworld.judge.rule import PAIRED
 from src.toyworld.pool import TEST_SEED_OFFSET, RenderPool, heldout_scenes
 from src.toyworld.render import COLOURS, render, render_batch
 
@@ -74,7 +74,7 @@ def test_pool_part_maps_cover_the_small_parts_only():
 
 def test_pairs_are_read_from_both_sides():
     """A counterfactual value read on one side only is not the pair's value (as in the region rule)."""
-    from src.toyworld.oracle import both_sides
+    from src.toyworld.judge.oracle import both_sides
 
     hi = lambda k, n: torch.nn.functional.one_hot(torch.tensor([k]), n).float() * 8  # noqa: E731
     assert both_sides(hi(1, 2), hi(1, 2), "ears").item() == 1  # both pointed
@@ -99,8 +99,8 @@ def test_an_oracle_with_a_reference_starts_as_the_image_oracle_and_learns_from_t
     matter; the relative oracle round-trips through its state dict; a reference of another shape is an error."""
     import pytest
 
-    from src.toyworld.calibration_set import to_uint8
-    from src.toyworld.oracle_training import finetune_oracle
+    from src.toyworld.judge.calibration_set import to_uint8
+    from src.toyworld.judge.oracle_training import finetune_oracle
 
     base = Oracle().eval()
     x = render_batch([Attributes()] * 3, [0, 1, 2])
@@ -131,8 +131,8 @@ def test_an_oracle_with_cielab_channels_starts_as_the_relative_oracle_and_learns
     channels without a reference are an error. Fine-tuning without augmenting the generated images works too."""
     import pytest
 
-    from src.toyworld.calibration_set import to_uint8
-    from src.toyworld.oracle_training import finetune_oracle
+    from src.toyworld.judge.calibration_set import to_uint8
+    from src.toyworld.judge.oracle_training import finetune_oracle
 
     x = render_batch([Attributes()] * 3, [0, 1, 2])
     ref = render_batch([Attributes(lip_color="blue")] * 3, [0, 1, 2])
@@ -195,7 +195,7 @@ def test_an_edit_reads_its_target_when_the_target_beats_the_source_on_every_side
 
 
 def test_the_edit_loss_trains_the_target_against_the_source_value():
-    from src.toyworld.oracle_training import _edit_loss
+    from src.toyworld.judge.oracle_training import _edit_loss
 
     lips = SCHEMA["lip_color"].values
     j = LABEL_ATTRIBUTES.index("lip_color")

@@ -7,9 +7,8 @@ import torch
 
 from src.evaluation.guide import fooling_metrics
 from src.toyworld.attributes import SCHEMA, Attributes
-from src.toyworld.hardening import described
-from src.toyworld.render import attribute_mask, render
-from src.toyworld.shortcuts import (
+from src.toyworld.build.hardening import described
+from src.toyworld.judge.shortcuts import (
     ATTACKS,
     HELDOUT_TEMPLATE,
     counterfactual_values,
@@ -18,6 +17,7 @@ from src.toyworld.shortcuts import (
     rule_reads,
     texts_for,
 )
+from src.toyworld.render import attribute_mask, render
 
 FACE, SEED = Attributes(ears="round", skin_tone="light"), 12345
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from src.toyworld import assets
-from src.toyworld.calibration import agreement
-from src.toyworld.calibration_set import CalibrationSet, read_edits, references, run_checkpoints
-from src.toyworld.oracle import Oracle, OracleEnsemble
+from src.toyworld.judge.calibration import agreement
+from src.toyworld.judge.calibration_set import CalibrationSet, read_edits, references, run_checkpoints
+from src.toyworld.judge.oracle import Oracle, OracleEnsemble
 
 
 def main(work: Path, oracles: dict[str, Path]) -> dict:

@@ -20,10 +20,10 @@ from colour_distance import de2000_distance  # the sibling probe module (this fo
 
 from src.toyworld import assets
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
-from src.toyworld.calibration_set import CalibrationSet, heldout_metrics, references
-from src.toyworld.dense import DenseReader, read_maps
-from src.toyworld.dense_calibration import dense_targets, train_head
-from src.toyworld.oracle import Oracle
+from src.toyworld.judge.calibration_set import CalibrationSet, heldout_metrics, references
+from src.toyworld.judge.dense import DenseReader, read_maps
+from src.toyworld.judge.dense_calibration import dense_targets, train_head
+from src.toyworld.judge.oracle import Oracle
 
 ATTR = "lip_color"
 

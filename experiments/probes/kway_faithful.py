@@ -20,9 +20,9 @@ from hydra.utils import instantiate
 
 from src.eval import load_run
 from src.evaluation.generic import edit_test_set
-from src.evaluation.ideal import lab
 from src.toyworld.attributes import SCHEMA
-from src.toyworld.calibration import _candidates, _votes
+from src.toyworld.judge.calibration import _candidates, _votes
+from src.toyworld.judge.rule import lab
 
 
 @torch.no_grad()

@@ -17,10 +17,10 @@ from colour_distance import (
 )
 from kway_faithful import judged_run
 
-from src.evaluation.ideal import PAIRED, changed_region, nearest_value, sides
 from src.evaluation.toyfaces import ideal_edits
-from src.evaluation.toyfaces_composed import value_renders
 from src.toyworld.attributes import SCHEMA
+from src.toyworld.judge.composed import value_renders
+from src.toyworld.judge.rule import PAIRED, changed_region, nearest_value, sides
 
 
 def main() -> None:

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import torch
 
-from src.evaluation.ideal import changed_region, cie76, lab
 from src.toyworld import assets
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
-from src.toyworld.calibration import _candidates, rule_labels
-from src.toyworld.calibration_set import CalibrationSet, read_edits, references
-from src.toyworld.oracle import Oracle
+from src.toyworld.judge.calibration import _candidates, rule_labels
+from src.toyworld.judge.calibration_set import CalibrationSet, read_edits, references
+from src.toyworld.judge.oracle import Oracle
+from src.toyworld.judge.rule import changed_region, cie76, lab
 
 
 def vote_margin(y: torch.Tensor, attrs: Attributes, seed: int, attribute: str, value: str) -> float:

@@ -14,6 +14,8 @@ import logging
 import hydra
 from omegaconf import DictConfig
 
+from src.data.cache_fill import fill
+from src.data.source_cache import open_caches, precision_tag
 from src.utils.errors import run_task
 from src.utils.loggers import quiet_library_logs
 
@@ -25,8 +27,6 @@ def fill_caches(cfg: DictConfig, progress: bool = True) -> dict[str, int]:
     import torch
 
     from src.builders import build
-    from src.data.cache_fill import fill
-    from src.data.source_cache import open_caches, precision_tag
 
     module, dm = build(cfg)
     dm.setup("fit")

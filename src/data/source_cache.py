@@ -20,6 +20,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from src.losses.base import LossTerm
+
 log = logging.getLogger("cfclip")
 
 # the entry of CLIP's image embedding of the source; an ensemble's further CLIPs: clip@1, clip@2, ...; the others
@@ -47,7 +49,6 @@ class SourceCacheOptions:
 
 def has_source_features(term: nn.Module) -> bool:
     """Whether a loss term defines ``source_features`` (LossTerm's default returns None)."""
-    from src.losses.base import LossTerm
 
     return isinstance(term, LossTerm) and type(term).source_features is not LossTerm.source_features
 

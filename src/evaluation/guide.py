@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from src.losses.base import StepContext
 from src.module import CFCLIPModule, add_clip_features
-from src.toyworld.shortcuts import clip_reads, fooled_rate
+from src.toyworld.judge.shortcuts import clip_reads, fooled_rate
 
 
 def fooling_metrics(

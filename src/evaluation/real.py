@@ -25,7 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from src.data.prompts import load_templates
+from src.losses import IdentityLoss
+from src.models.arcface import load_arcface
 from src.models.perceptual import LPIPS_BACKBONES, lpips_model
+from src.models.real import real_clip
 from src.models.weights import WeightsError, find_weights, search_locations
 
 log = logging.getLogger("cfclip")
@@ -80,8 +84,6 @@ class RealEvaluator:
         lpips: nn.Module | None = None,
         fid_feature: nn.Module | None = None,
     ):
-        from src.data.prompts import load_templates
-
         self.target_text, self.source_text = target_text, source_text
         self.templates = load_templates(templates)
         self.weights_dir = weights_dir
@@ -119,8 +121,6 @@ class RealEvaluator:
         name = f"{cfg.get('model_name')}/{cfg.get('pretrained')}"
         clip = self._clip
         if clip is None:
-            from src.models.real import real_clip
-
             clip, reason = self._load(
                 "CLIP", str(cfg.get("file") or name), lambda: real_clip(weights_dir=self.weights_dir, **cfg)
             )
@@ -150,12 +150,8 @@ class RealEvaluator:
 
     @torch.no_grad()
     def identity_similarity(self, x: torch.Tensor, x_hat: torch.Tensor) -> dict[str, Any]:
-        from src.losses import IdentityLoss
-
         backbone = self._identity
         if backbone is None:
-            from src.models.arcface import load_arcface
-
             filename = self.identity_file or "model_ir_se50.pth"
             backbone, reason = self._load(
                 "identity",

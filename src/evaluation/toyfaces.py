@@ -2,7 +2,7 @@
 
 The headline is the **faithful edit rate** (``judge``): the share of faces whose edit the calibrated oracle
 reads as the target, whose every side of the changed region is closer to the ideal edit than to the source and
-nearest the target among all the attribute's values (``src.evaluation.ideal``), whose other attributes the oracle reads unchanged, and whose collateral change
+nearest the target among all the attribute's values (``src.toyworld.judge.rule``), whose other attributes the oracle reads unchanged, and whose collateral change
 outside the region is small. Each ideal-edit metric is shown beside its ceiling: the same metric for the world's
 own inversion of the ideal edit (the build report's ``ceilings``). Also: edit accuracy, preservation (per
 attribute), leakage, realism (valid-face rate, KID to ideal edits on oracle features).
@@ -18,10 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from src.evaluation.ideal import FaithfulThresholds, ideal_edit_scores, summarize
-from src.evaluation.toyfaces_composed import judge_composed, value_renders
-from src.toyworld.assets import ASSET_DIR
+from src.toyworld.assets import ASSET_DIR, load_latents, load_report, manifest
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes, values_in_text
+from src.toyworld.judge.composed import judge_composed, value_renders
+from src.toyworld.judge.oracle import load_oracle
+from src.toyworld.judge.rule import FaithfulThresholds, ideal_edit_scores, summarize
 from src.toyworld.render import attribute_mask, render
 
 # the ideal-edit numbers printed beside their ceilings (src.eval, training summary, src.report)
@@ -143,8 +144,6 @@ class ToyfacesEvaluator:
 
     def ceilings(self, attribute: str, value: str) -> dict[str, Any] | None:
         """The build report's ceilings for this edit (the world's inversion of the ideal edit), if it has them."""
-        from src.toyworld.assets import load_report, manifest
-
         if "report.json" not in manifest(self.asset_dir or ASSET_DIR)["files"]:  # a provisional export
             return None
         return load_report(self.asset_dir).get("ceilings", {}).get(f"{attribute}:{value}")
@@ -152,8 +151,6 @@ class ToyfacesEvaluator:
     @property
     def oracle(self) -> torch.nn.Module:
         if self._oracle is None:
-            from src.toyworld.assets import load_oracle
-
             self._oracle = load_oracle(self.asset_dir)
         return self._oracle
 
@@ -179,8 +176,6 @@ class ToyfacesEvaluator:
         return found
 
     def scenes(self, n: int) -> tuple[list[Attributes], list[int]]:
-        from src.toyworld.assets import load_latents
-
         test = load_latents("test", self.asset_dir)
         return ([Attributes.decode(v.numpy()) for v in test["labels"][:n]], test["seeds"][:n].tolist())
 

@@ -11,6 +11,8 @@ from torch import nn
 
 from src.losses.base import LossTerm, StepContext, normalize
 from src.models.frozen import freeze
+from src.models.perceptual import lpips_model
+from src.models.weights import load_state_dict
 
 
 class LatentL2Loss(LossTerm):
@@ -130,8 +132,6 @@ class PerceptualLoss(LossTerm):
         if net == "vgg19":
             from torchvision.models import vgg19
 
-            from src.models.weights import load_state_dict
-
             vgg = vgg19(weights=None)
             if weights_path is not None:
                 vgg.load_state_dict(load_state_dict(weights_path, what="VGG-19 (torchvision vgg19)"))
@@ -141,8 +141,6 @@ class PerceptualLoss(LossTerm):
             self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
             self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
         elif weights_path is not None:  # torchvision's vgg16 file mapped onto lpips' slices, strictly
-            from src.models.perceptual import lpips_model
-
             self.net = freeze(lpips_model("vgg", backbone_file=weights_path))
         else:
             import lpips

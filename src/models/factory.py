@@ -9,6 +9,9 @@ from typing import Any
 
 import torch
 
+from src.convert import convert_network_pickle
+from src.models.legacy import describe_generator_state
+from src.models.stylegan2 import Generator
 from src.models.weights import WeightsError, load_checkpoint
 
 CLIP_CONFIG_DIR = Path(__file__).parent / "clip_configs"
@@ -26,7 +29,6 @@ def create_generator(
     seed: int = 0,
 ) -> torch.nn.Module:
     """A StyleGAN2 generator: random weights (seeded) or a rosinality-format checkpoint loaded strictly."""
-    from src.models.stylegan2 import Generator
 
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -35,8 +37,6 @@ def create_generator(
         )
     if checkpoint is not None:
         if str(checkpoint).endswith(".pkl"):  # NVIDIA StyleGAN2-ADA pickle: converted safely on the fly
-            from src.convert import convert_network_pickle
-
             ckpt = convert_network_pickle(checkpoint)
         else:
             ckpt = load_checkpoint(checkpoint, what="StyleGAN2 generator")
@@ -48,8 +48,6 @@ def create_generator(
         try:
             g.load_state_dict(state, strict=True)
         except RuntimeError as err:
-            from src.models.legacy import describe_generator_state
-
             raise WeightsError(
                 f"StyleGAN2 generator: {checkpoint} does not fit the configured generator (size={size}, "
                 f"style_dim={style_dim}, n_mlp={n_mlp}, channel_multiplier={channel_multiplier}); the file holds "

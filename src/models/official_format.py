@@ -17,7 +17,9 @@ from typing import Any
 
 import torch
 
+from src.models.legacy import rosinality_config
 from src.models.mapper import MEDIUM_END
+from src.models.stylegan2 import Generator
 from src.models.weights import WeightsError
 
 DIM = 512  # their Mapper, fusion and text mapper widths are hard-coded to 512 (CLIP ViT-B/32, StyleGAN2 W)
@@ -143,9 +145,6 @@ def detect_kind(state: dict[str, Any], where: str) -> str:
 
 def _check_decoder(decoder: dict[str, torch.Tensor], size: int, where: str) -> dict[str, int]:
     """The decoder's Generator config; its keys and shapes must be exactly a rosinality generator's at ``size``."""
-    from src.models.legacy import rosinality_config
-    from src.models.stylegan2 import Generator
-
     if not decoder:
         raise FormatError(f"{where}: no decoder.* keys (the StyleGAN2 generator the mapper was trained with)")
     try:

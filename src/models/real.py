@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from src.models.factory import create_generator
 from src.models.torchscript import is_torchscript_archive, read_torchscript_state_dict
 from src.models.weights import WeightsError, find_weights, known_weights
 
@@ -63,8 +64,6 @@ def real_generator(
 ) -> nn.Module:
     """StyleGAN2 from the first of ``files`` found (rosinality ``.pt``, converted ``.pt``, or NVIDIA ``.pkl``
     converted on the fly), loaded strictly into a generator of the given settings. ``checkpoint`` overrides."""
-    from src.models.factory import create_generator
-
     path = find_first(files, weights_dir, checkpoint)
     return create_generator(
         size,

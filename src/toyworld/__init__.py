@@ -1,5 +1,8 @@
-"""The toyfaces world: a procedural face renderer with ground truth (attributes, masks, captions, oracle).
+"""The toyfaces world: a procedural face renderer with ground truth, and the nets trained on it.
 
-Modules: attributes (schema, sampling), shapes + render (images and masks), captions, pool (pre-rendered
-training data), oracle (CLIP-free attribute reader for evaluation). See spec/TOYFACES.md.
+The world's modules: attributes (schema, sampling), shapes + render (images and masks), captions, pool
+(pre-rendered training data), models + training (the toy generator, its autoencoder and inverter), identity
+(the ArcFace analogue), clip_training (the guiding toy CLIP), assets (loading the shipped nets). Above it:
+``judge`` (what an edit shows; evaluation only) and ``build`` (the stages that make the assets). See
+spec/TOYFACES.md and docs/judge.md.
 """

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.toyworld.attributes import SCHEMA, uniform_rates
+from src.toyworld.attributes import SCHEMA, Attributes, uniform_rates
 from src.toyworld.captions import caption, hard_negative_captions
 from src.toyworld.pool import RenderPool
 from src.toyworld.training import Progress, Resumable, cosine_lr
@@ -109,7 +109,6 @@ def train_clip(
 
         warp = perspective(robust_perspective, fill=0.0)
     model.train()
-    from src.toyworld.attributes import Attributes
 
     for step in range(start, total):
         pool.refresh(batch // 4)

@@ -8,6 +8,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from src.models.stylegan2 import Generator
+
 # Toy StyleGAN2: 64 px, 10 style layers of width 128 (channels 128 up to 32 px, 64 at 64 px).
 GENERATOR_KWARGS: dict = dict(size=64, style_dim=128, n_mlp=2, channel_multiplier=1, channel_max=128)
 GENERATOR_CHANNEL_BASE = 4096
@@ -15,8 +17,6 @@ GENERATOR_CHANNEL_BASE = 4096
 
 def build_generator(seed: int = 0) -> nn.Module:
     """The toy generator with seeded random weights."""
-    from src.models.stylegan2 import Generator
-
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return Generator(**GENERATOR_KWARGS, channel_base=GENERATOR_CHANNEL_BASE)

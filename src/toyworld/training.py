@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from src.evaluation import ideal
+from src.invert import invert as optimise
 from src.models.weights import save_atomic
 from src.toyworld.attributes import COUNTERFACTUAL_VALUES, counterfactual_rates
 from src.toyworld.models import Inverter, build_generator
 from src.toyworld.pool import RenderPool
+from src.utils.stats import psnr_db as masked_psnr_db
 
 PART_REGIONS: tuple[str, ...] = ("ears", "eyes", "eyebrows", "lips")  # weighted up in the autoencoder loss
 
@@ -99,7 +100,7 @@ class Resumable:
 
 def psnr_db(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """PSNR per image in dB of generated images ``x`` (clamped to [-1, 1]) against ``y``, on the [0, 1] scale."""
-    return ideal.psnr_db(x.clamp(-1, 1), y)
+    return masked_psnr_db(x.clamp(-1, 1), y)
 
 
 def train_autoencoder(
@@ -206,8 +207,6 @@ def refine(
     from the inverter's latents ``w`` (N, L, D), as e4e + optimisation does for real photos; the encoder alone
     leaves ~2 dB of PSNR on the table. Returns the refined W+ (N, L, D). ``cache``: a file that keeps the
     finished chunks, so a killed build resumes after the last one (deleted when all are done)."""
-    from src.invert import invert as optimise
-
     if steps <= 0:
         return w
     key = {"n": len(images), "steps": steps, "lr": lr, "chunk": chunk}

@@ -12,6 +12,8 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from src.models.weights import WeightsError
+
 log = logging.getLogger("cfclip")
 
 
@@ -37,8 +39,6 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 
 def user_error(err: BaseException) -> BaseException | None:
     """The user-facing error behind ``err`` (unwrapping Hydra's instantiation wrapper), or None for a bug."""
-    from src.models.weights import WeightsError
-
     seen = 0
     while err is not None and seen < 5:
         if isinstance(err, (*USER_ERRORS, WeightsError)):

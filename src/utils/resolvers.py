@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from omegaconf import OmegaConf
 
+from src.toyworld.assets import latent_file
+
 
 def _toyfaces_latents(split: str, asset_dir: str | None = None) -> str:
     """``${toyfaces_latents:train}`` -> a [N, L, D] tensor file of the toyfaces latents (shipped or asset_dir)."""
-    from src.toyworld.assets import latent_file
-
     return latent_file(split, asset_dir)
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from src.toyworld.assets import guiding_clip
-from src.toyworld.attributes import Attributes
-
-# what the report's robustness figure must show (TOYFACES.md): per value, on held-out shortcuts
-FOOLED_TARGET = 0.10
+from src.toyworld.attributes import Attributes, uniform_rates
+from src.toyworld.build.hardening import harden_clip
+from src.toyworld.build.report import FOOLED_TARGET, _scenes, zero_shot_accuracy
+from src.toyworld.judge.shortcuts import measure_fooling
+from src.toyworld.render import render_batch
 
 
 def _split(lat: dict[str, torch.Tensor], split: str) -> dict[str, torch.Tensor]:
@@ -20,8 +22,6 @@ def _split(lat: dict[str, torch.Tensor], split: str) -> dict[str, torch.Tensor]:
 
 def harden_stage(builder: Any, c: Any) -> None:
     """Fine-tune the clip stage's CLIP against attacks on the training latents -> ``clip_hardened.pt``."""
-    from src.toyworld.hardening import harden_clip
-
     work = builder.work
     (work / "clip_hardened.pt").unlink(missing_ok=True)  # a forced re-run starts from the clip stage's CLIP
     clip = guiding_clip(work, c.seed)
@@ -62,13 +62,6 @@ def robustness_report(builder: Any, c: Any, zero_shot: bool = True) -> dict[str,
     first ``robust_faces`` test latents, with the held-out texts ("face with ...") and seeds no stage mined; and the
     CLIP's zero-shot accuracy on held-out renders (the report's ``clip_zero_shot_acc``, as the report stage has it;
     ``zero_shot=False`` where the caller measured it already)."""
-    import numpy as np
-
-    from src.evaluation.toyfaces_report import _scenes, zero_shot_accuracy
-    from src.toyworld.attributes import uniform_rates
-    from src.toyworld.render import render_batch
-    from src.toyworld.shortcuts import measure_fooling
-
     gen, _ = builder.load_autoencoder()
     clip = guiding_clip(builder.work, c.seed)
     test = _split(torch.load(builder.work / "latents.pt", map_location="cpu", weights_only=True), "test")

@@ -3,7 +3,7 @@
 A mapper trained against the first toy CLIP drew a light streak by the ear that the CLIP read as "elf ears" on 98%
 of faces: a super-stimulus of a small ViT, found through the generator. Real CLIP does not fail so for the paper's
 edits, so the world fixes its CLIP (TeCoA / FARE for real CLIP, here with the attack inside the loop):
-- a bank of **attacks** (``src.toyworld.shortcuts``) on training latents, every counterfactual value, mined texts
+- a bank of **attacks** (``src.toyworld.judge.shortcuts``) on training latents, every counterfactual value, mined texts
   and every loss and view of the paper's ablation in equal measure, each advanced a few steps per CLIP step and
   restarted after ``attack_age`` steps, so the CLIP meets both fresh and long-optimised shortcuts;
 - each attacked image is **labelled by the world's rule** (never the oracle) and captioned with what it shows,
@@ -24,9 +24,7 @@ from src.data.prompts import load_templates
 from src.toyworld.attributes import EDIT_ATTRIBUTES, SCHEMA, Attributes, uniform_rates
 from src.toyworld.captions import TEMPLATES, _compose, caption, hard_negative_captions, zero_shot_prompts
 from src.toyworld.clip_training import contrastive_loss
-from src.toyworld.pool import RenderPool, sample_scenes
-from src.toyworld.render import render_batch
-from src.toyworld.shortcuts import (
+from src.toyworld.judge.shortcuts import (
     ATTACKS,
     Attack,
     AttackSpec,
@@ -38,6 +36,8 @@ from src.toyworld.shortcuts import (
     text_features,
     texts_for,
 )
+from src.toyworld.pool import RenderPool, sample_scenes
+from src.toyworld.render import render_batch
 from src.toyworld.training import Progress, Resumable
 
 

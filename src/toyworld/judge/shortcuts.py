@@ -4,9 +4,9 @@ CLIP is fooled by it.
 An attack moves W+ latents by a free offset (B, L, D), optimised under one of the losses and views the paper's
 ablation compares (CLIP-NCE with perspective / affine / crop / no views, directional, global), plus the toyfaces
 recipe's pixel L1. A per-image offset with Adam is a stronger optimiser than a mapper, so what it finds bounds
-what a mapper can find. The world's region rule (``src.toyworld.calibration``) says what each attacked image
+what a mapper can find. The world's region rule (``src.toyworld.judge.calibration``) says what each attacked image
 really shows; the CLIP is **fooled** where its zero-shot reading says the target and the rule does not.
-Used by the build (mining, ``src.toyworld.hardening``) and its report (held-out latents, phrasings and seeds).
+Used by the build (mining, ``src.toyworld.build.hardening``) and its report (held-out latents, phrasings and seeds).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from src.losses.clip import CLIPNCELoss, DirectionalCLIPLoss, GlobalCLIPLoss
 from src.module import add_clip_features
 from src.text_bank import encode_prompt
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
-from src.toyworld.calibration import rule_labels
 from src.toyworld.captions import TEMPLATES, zero_shot_prompts
+from src.toyworld.judge.calibration import rule_labels
 
 # the paper's ablation grid, each mined in equal measure: (loss, views)
 ATTACKS: tuple[tuple[str, str], ...] = (

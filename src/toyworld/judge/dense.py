@@ -6,7 +6,7 @@ full-resolution CNN per attribute that sees the image, its difference from the r
 predicts per pixel what the rule computes from the face's renders under every value: the attribute's region, the
 value whose render is nearest in CIELAB (the vote) and, for every pair of values, which render is nearer in RGB
 (region fidelity). An edit's target is then read from the predicted maps as the rule reads it from the true ones.
-Trained by the build's ``dense`` stage (``src.toyworld.dense_calibration``). Evaluation only: nothing here feeds a
+Trained by the build's ``dense`` stage (``src.toyworld.judge.dense_calibration``). Evaluation only: nothing here feeds a
 loss.
 """
 
@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.evaluation.ideal import PAIRED, cie76, lab, scaled_lab, sides, values_region
 from src.toyworld.attributes import SCHEMA
+from src.toyworld.judge.rule import PAIRED, cie76, lab, scaled_lab, sides, values_region
 
 
 def pairs(k: int) -> list[tuple[int, int]]:
@@ -36,7 +36,7 @@ def dense_labels(
     """What the rule computes per pixel of images ``x`` (N, 3, H, W) of one face, from its renders ``cands``
     (K, 3, H, W) under every value: the region (N, H, W) bool, the CIELAB-nearest value (N, H, W) long and, per
     value pair, whether the pixel is nearer (RGB) the first (N, P, H, W) bool. ``distance``: the vote's, as in
-    ``src.evaluation.ideal.nearest_value`` (default CIE76, the judge's)."""
+    ``src.toyworld.judge.rule.nearest_value`` (default CIE76, the judge's)."""
     n = x.shape[0]
     region = values_region(cands).expand(n, -1, -1)
     nearest = distance(lab(x)[:, None], lab(cands)[None].expand(n, -1, -1, -1, -1)).argmin(1)

@@ -2,7 +2,7 @@
 
 A small multi-head CNN (one softmax head per attribute over natural + counterfactual values, plus a
 "valid face" logit trained on renders vs corrupted images). The calibrated oracle is ``relative``: it reads an edit
-beside the reconstruction it edits, as a person compares before and after. Training: ``src.toyworld.oracle_training``.
+beside the reconstruction it edits, as a person compares before and after. Training: ``src.toyworld.judge.oracle_training``.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.evaluation.ideal import PAIRED, scaled_lab
+from src.toyworld import assets
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA
-from src.toyworld.dense import DenseReader
+from src.toyworld.judge.dense import DenseReader
+from src.toyworld.judge.rule import PAIRED, scaled_lab
 
 ORACLE_SIZE = 64  # input resolution; other sizes are resized
-# image halves; the region rule's sides of a paired part (src.evaluation.ideal.sides)
+# image halves; the region rule's sides of a paired part (src.toyworld.judge.rule.sides)
 SIDES = ("left", "right")
 EYEBROWS_FOLLOW_HAIR = 0.5  # decorrelate eyebrows from hair so the oracle looks at the eyebrows
 
@@ -45,7 +46,7 @@ class Oracle(nn.Module):
         if lab and not relative:
             raise ValueError("CIELAB channels are for relative oracles (Oracle(relative=True, lab=True))")
         self.lab = lab
-        # the dense colour reader of some attributes' targets (src.toyworld.dense; the build's dense stage)
+        # the dense colour reader of some attributes' targets (src.toyworld.judge.dense; the build's dense stage)
         self.dense: DenseReader | None = None
         cin = 12 if lab else 6 if relative else 3
         self.body = nn.Sequential(
@@ -278,3 +279,10 @@ def side_targets(labels: torch.Tensor) -> torch.Tensor:
     """Per-side labels (N, len(PAIRED), 2) of images whose every side shows its attribute label (renders)."""
     idx = [LABEL_ATTRIBUTES.index(n) for n in PAIRED]
     return labels[:, idx, None].expand(-1, -1, len(SIDES))
+
+
+def load_oracle(asset_dir: str | None = None) -> torch.nn.Module:
+    """The shipped (calibrated) oracle, frozen: the judge's reader of generated edits."""
+    state = assets.load("oracle.pt", asset_dir or assets.ASSET_DIR)
+    state.pop("width", None)
+    return Oracle.from_state(state).requires_grad_(False)

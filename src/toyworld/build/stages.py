@@ -23,12 +23,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from src.eval import load_run
+from src.models.clip import clip_preprocess
 from src.toyworld import assets
 from src.toyworld.attributes import sample_attributes
-from src.toyworld.build_config import BuildConfig, apply_settings, parse_rates  # noqa: F401 (re-exported)
+from src.toyworld.build import export
+from src.toyworld.build.config import BuildConfig, apply_settings, parse_rates
+from src.toyworld.build.hardening_stage import harden_stage, robustness_report
+from src.toyworld.build.report import build_report, report_ceilings
+from src.toyworld.clip_training import train_clip
+from src.toyworld.identity import train_identity
+from src.toyworld.judge.calibration_set import calibrate
+from src.toyworld.judge.dense_calibration import calibrate_dense
+from src.toyworld.judge.oracle_training import stage_one
 from src.toyworld.models import GaussianLatentSampler, Inverter, build_generator
 from src.toyworld.pool import TEST_SEED_OFFSET
 from src.toyworld.render import render_batch
+from src.toyworld.training import invert, refine, train_autoencoder
 
 STAGES = (
     "oracle", "clip", "autoencoder", "identity", "latents", "harden", "calibrate", "dense", "report", "export"
@@ -63,16 +74,12 @@ class Builder:
 
     # ---- stages -----------------------------------------------------------------------------------------
     def stage_oracle(self) -> None:
-        from src.toyworld.oracle_training import stage_one
 
         stage_one(self.cfg, self.cfg.oracle_width, self.path("oracle.pt"), self.progress, reuse=False)
         for stale in self.work.glob("oracle_w*.pt"):  # calib_ensemble's members are retrained with it
             stale.unlink()
 
     def stage_clip(self) -> None:
-        from src.models.clip import clip_preprocess
-        from src.toyworld.clip_training import train_clip
-
         model, tokenizer = assets.new_clip_model(self.cfg.seed)
         cfg = assets.clip_preprocess_cfg(model)
         preprocess = lambda x: clip_preprocess(x, cfg["size"], cfg["mean"], cfg["std"])  # noqa: E731
@@ -95,8 +102,6 @@ class Builder:
         torch.save({"state_dict": model.state_dict(), "metrics": metrics}, self.path("clip.pt"))
 
     def stage_autoencoder(self) -> None:
-        from src.toyworld.training import train_autoencoder
-
         c = self.cfg
         gen, inv, metrics = train_autoencoder(
             c.ae_steps,
@@ -127,8 +132,6 @@ class Builder:
 
     def stage_identity(self) -> None:
         """The identity net, trained on its own renders and their reconstructions (never the oracle's)."""
-        from src.toyworld.identity import train_identity
-
         c = self.cfg
         gen, inv = self.load_autoencoder()
         net, metrics = train_identity(
@@ -146,8 +149,6 @@ class Builder:
 
     def stage_latents(self) -> None:
         """Inverted natural renders (no counterfactual value) for mapper training and testing + a sampler."""
-        from src.toyworld.training import invert, refine
-
         c = self.cfg
         gen, inv = self.load_autoencoder()
         out = {}
@@ -170,21 +171,17 @@ class Builder:
         torch.save(out, self.path("latents.pt"))
 
     def stage_harden(self) -> None:
-        from src.toyworld.hardening_stage import harden_stage
 
         harden_stage(self, self.cfg)
 
     def stage_calibrate(self) -> None:
-        from src.toyworld.calibration_set import calibrate
 
         # the dense stage attaches its reader to this stage's oracle: a new one needs a new reader
         self.path("dense.pt").unlink(missing_ok=True)
-        metrics = calibrate(self, self.cfg)
+        metrics = calibrate(self, self.cfg, load_run=load_run)
         self.log(f"[calibrate] held-out agreement with the region rule: {metrics['agreement']['target']}")
 
     def stage_dense(self) -> None:
-        from src.toyworld.dense_calibration import calibrate_dense
-
         if not self.cfg.calib_dense.strip():
             self.log(
                 "[dense] no attributes (calib_dense is empty); the oracle reads every target with its heads"
@@ -193,9 +190,6 @@ class Builder:
         calibrate_dense(self, self.cfg)
 
     def stage_report(self) -> None:
-        from src.evaluation.toyfaces_report import build_report
-        from src.toyworld.hardening_stage import robustness_report
-
         report = build_report(self, self.cfg)
         report.update(robustness_report(self, self.cfg, zero_shot=False))  # build_report measured it
         report["build_seconds"] = {k: v for k, v in self.timings().items()}
@@ -204,9 +198,6 @@ class Builder:
 
     def refresh_report(self, part: str) -> None:
         """Recompute one part of the report alone: the build's own report, else (--from-assets) the shipped one."""
-        from src.evaluation.toyfaces_report import report_ceilings
-        from src.toyworld.hardening_stage import robustness_report
-
         path = self.path("report.json")
         if path.is_file():
             report = json.loads(path.read_text())
@@ -225,7 +216,7 @@ class Builder:
         self.refresh_report("robustness")
 
     def stage_export(self) -> None:
-        assets.export(
+        export.export(
             self.work,
             self.out,
             self.cfg,
@@ -272,7 +263,11 @@ class Builder:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m src.toyworld.build",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--smoke", action="store_true", help="every stage for a few steps (seconds)")
     p.add_argument(
         "--work", default=None, help="build dir for resumable fp32 checkpoints (default: build/toyfaces)"
@@ -304,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out) if args.out else assets.ASSET_DIR
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if args.from_assets:
-        wrote = assets.unpack_to_work(work, out)
+        wrote = export.unpack_to_work(work, out)
         print(f"[from-assets] {work}: wrote {wrote or 'nothing (all present)'}", flush=True)
     Builder(cfg, work, out).run(stages, force=args.force)
     return 0

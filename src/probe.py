@@ -1,6 +1,6 @@
 """Loss probe: does a loss + augmentation config rank the ideal edit above the shortcuts a mapper may take?
 
-``python -m src.toyworld.probe prompt=green_lipstick aug.transform.distortion=0.25`` renders toyfaces faces,
+``python -m src.probe prompt=green_lipstick aug.transform.distortion=0.25`` renders toyfaces faces,
 the ideal counterfactual of the prompt (the same face with only the target attribute changed), a half-way edit,
 whole-image tints toward the colour the ideal edit paints and the colour on the wrong part (green eyes for green
 lipstick: the colour-part binding a weak CLIP lacks), then scores each with the configured CLIP loss
@@ -23,12 +23,12 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from src.evaluation.ideal import FaithfulThresholds, ideal_edit_scores, nanmean
 from src.evaluation.toyfaces import ToyfacesEvaluator
 from src.losses.base import StepContext
 from src.module import add_clip_features
 from src.text_bank import encode_prompt
 from src.toyworld.attributes import SCHEMA, counterfactual, sample_attributes
+from src.toyworld.judge.rule import FaithfulThresholds, ideal_edit_scores, nanmean
 from src.toyworld.render import render_batch
 from src.utils.errors import run_task
 from src.utils.loggers import quiet_library_logs

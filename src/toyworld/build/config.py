@@ -25,7 +25,7 @@ class BuildConfig:
     clip_robust_perspective: float = 0.5
     clip_robust_colour: float = 0.08
     clip_robust_colour_grid: int = 1  # 1: one colour cast per image; k: smooth local casts on a k x k grid
-    # adversarial training of the CLIP through the generator (src.toyworld.hardening; 0: the CLIP as trained). Off:
+    # adversarial training of the CLIP through the generator (src.toyworld.build.hardening; 0: the CLIP as trained). Off:
     # at 170-380 steps it did not stop make train's streak (fooled 0.97-1.00, faithful 0.00; docs/guide.md), so the
     # shipped CLIP is the clip stage's; --set harden_steps=400 runs it
     harden_steps: int = 0
@@ -45,7 +45,7 @@ class BuildConfig:
     # also pull each real edit's move toward the text direction (weight of 1 - cosine)
     harden_align: float = 1.0
     harden_real: int = 128
-    # the report's held-out robustness: attacks on test latents with held-out texts (src.toyworld.shortcuts)
+    # the report's held-out robustness: attacks on test latents with held-out texts (src.toyworld.judge.shortcuts)
     robust_faces: int = 16
     robust_attack_steps: int = 40
     ae_steps: int = 2200
@@ -66,7 +66,7 @@ class BuildConfig:
     # Adam steps of the reachability latent optimisation (60 read pointed ears as 0.56, 300 as 0.88)
     reach_steps: int = 200
     sampler_rank: int = 64
-    # oracle calibration on generated edits (src.toyworld.calibration): mapper runs made by
+    # oracle calibration on generated edits (src.toyworld.judge.calibration): mapper runs made by
     # scripts/calibration_runs.sh live in <work>/<calibration_runs>/{fit,heldout}/<run>/checkpoints
     calibration_runs: str = "calibration_runs"
     calib_faces: int = (
@@ -90,7 +90,7 @@ class BuildConfig:
     # widths of more stage-one oracles (trained into <work>/oracle_w<width>.pt) calibrated beside oracle.pt and read
     # with it as one (OracleEnsemble; shipped: "32", docs/history/judge.md "v5 + v6"); empty: the one oracle
     calib_ensemble: str = "32"
-    # attributes whose targets the oracle reads with a dense per-pixel colour reader (src.toyworld.dense), fitted by
+    # attributes whose targets the oracle reads with a dense per-pixel colour reader (src.toyworld.judge.dense), fitted by
     # the dense stage; the lips' colour votes are near ties that pooled heads miss (docs/judge.md); empty: none
     calib_dense: str = "lip_color"
     calib_dense_steps: int = 4000

@@ -1,7 +1,7 @@
 """The oracle's calibration set as data, and how the oracle reads it: the labelled images (``CalibrationSet``), the
 reconstructions each image is read beside, the edit codes of the oracle's edit loss, and the held-out agreement.
 
-The set is made by ``src.toyworld.calibration_set`` (its sources and the calibrate stage).
+The set is made by ``src.toyworld.judge.calibration_set`` (its sources and the calibrate stage).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
-from src.toyworld.calibration import Target, agreement
+from src.toyworld.judge.calibration import Target, agreement
 from src.toyworld.training import decode
 
 

@@ -1,5 +1,5 @@
 """Training the toyfaces oracle: on renders (stage one of the build), then fine-tuned on generated images labelled
-by the region rule (the calibrate stage, ``src.toyworld.calibration_set``). Evaluation only: nothing here feeds a
+by the region rule (the calibrate stage, ``src.toyworld.judge.calibration_set``). Evaluation only: nothing here feeds a
 mapper's loss.
 """
 
@@ -12,9 +12,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from src.evaluation.ideal import PAIRED
 from src.toyworld.attributes import LABEL_ATTRIBUTES, uniform_rates
-from src.toyworld.oracle import EYEBROWS_FOLLOW_HAIR, SIDES, Oracle, side_targets
+from src.toyworld.judge.oracle import EYEBROWS_FOLLOW_HAIR, SIDES, Oracle, side_targets
+from src.toyworld.judge.rule import PAIRED
 from src.toyworld.pool import RenderPool, heldout_scenes
 from src.toyworld.render import render_batch
 

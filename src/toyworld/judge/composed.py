@@ -20,9 +20,12 @@ from typing import Any
 
 import torch
 
-from src.evaluation.ideal import FaithfulThresholds, changed_region, ideal_edit_scores, nanmean
+from src.models.weights import user_cache_dir
+from src.toyworld.assets import ASSET_DIR, load_generator, load_inverter, manifest
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
+from src.toyworld.judge.rule import FaithfulThresholds, changed_region, ideal_edit_scores, nanmean
 from src.toyworld.render import render, render_batch
+from src.toyworld.training import decode, invert, refine
 
 
 def renders(attrs: Sequence[Attributes], seeds: Sequence[int], changes: dict[str, str]) -> torch.Tensor:
@@ -34,7 +37,7 @@ def value_renders(
     attrs: Sequence[Attributes], seeds: Sequence[int], attribute: str, changes: dict[str, str] | None = None
 ) -> torch.Tensor:
     """The same faces (with ``changes`` applied) under every value of ``attribute`` (N, K, 3, H, W): what the
-    nearest-target vote of ``src.evaluation.ideal.nearest_value`` compares an edit with."""
+    nearest-target vote of ``src.toyworld.judge.rule.nearest_value`` compares an edit with."""
     values = SCHEMA[attribute].values
     faces = [a.replace(**(changes or {})) for a in attrs]
     return torch.stack(
@@ -108,9 +111,6 @@ def ceiling_key(
     steps: int,
 ) -> Path:
     """Where a composed ceiling is cached: it depends on the assets, the edit, the faces and the thresholds only."""
-    from src.models.weights import user_cache_dir
-    from src.toyworld.assets import ASSET_DIR, manifest
-
     files = manifest(asset_dir or ASSET_DIR)["files"]
     blob = json.dumps(
         [files, list(targets), list(seeds), dataclasses.asdict(th), steps], sort_keys=True, default=str
@@ -151,9 +151,6 @@ def judge_composed(
     ceiling_refine_steps: int = 50,
 ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
     """Metrics of a composed edit with their ceiling, and the grid rows (ideal, verdicts)."""
-    from src.toyworld.assets import load_generator, load_inverter
-    from src.toyworld.training import decode, invert, refine
-
     source = renders(attrs, seeds, {})
     ideal = renders(attrs, seeds, dict(targets))
     parts = {a: changed_region(renders(attrs, seeds, {a: v}), source) for a, v in targets}

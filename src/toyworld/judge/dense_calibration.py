@@ -1,4 +1,4 @@
-"""The build's ``dense`` stage: the oracle's dense colour reader (``src.toyworld.dense``) fitted to the region rule's
+"""The build's ``dense`` stage: the oracle's dense colour reader (``src.toyworld.judge.dense``) fitted to the region rule's
 per-pixel maps on the calibration set, attached to the calibrated oracle and measured on the held-out edits.
 Evaluation only: nothing here feeds a mapper's loss.
 """
@@ -11,10 +11,12 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from src.evaluation.ideal import cie76
-from src.evaluation.toyfaces_composed import value_renders
 from src.toyworld.attributes import SCHEMA, Attributes
-from src.toyworld.dense import DenseHead, dense_labels, pairs
+from src.toyworld.judge.calibration_set import CalibrationSet, heldout_metrics, references
+from src.toyworld.judge.composed import value_renders
+from src.toyworld.judge.dense import DenseHead, DenseReader, dense_labels, pairs
+from src.toyworld.judge.oracle import Oracle
+from src.toyworld.judge.rule import cie76
 
 
 def dense_targets(
@@ -87,10 +89,6 @@ def calibrate_dense(builder: object, c: object) -> dict:
     to the rule's maps of the calibration set's images of that attribute (its edits and the untargeted images),
     attached to the calibrate stage's oracle, which then reads those targets with it; held-out agreement measured
     with and without it. Rewrites ``oracle_calibrated.pt`` (a re-run replaces the reader) and writes ``dense.pt``."""
-    from src.toyworld.calibration_set import CalibrationSet, heldout_metrics, references
-    from src.toyworld.dense import DenseReader
-    from src.toyworld.oracle import Oracle
-
     work, log = builder.work, builder.log
     attributes = dense_attributes(c.calib_dense)
     cache, calibrated = work / "calibration.pt", work / "oracle_calibrated.pt"

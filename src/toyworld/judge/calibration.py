@@ -6,7 +6,7 @@ image of a known face (attributes + render seed), each attribute is compared wit
 under every value of the attribute; inside the region where those renders differ, each pixel votes for the
 render it is closest to, each side of a paired part (ears, eyebrows, eyes) separately; the attribute reads a
 value only when every side reads it. For the edit's target the rule is the judge's pixel rule
-(``src.evaluation.ideal``): each side is closer to the ideal than to the source on at least half of its pixels
+(``src.toyworld.judge.rule``): each side is closer to the ideal than to the source on at least half of its pixels
 (region fidelity) and, with ``nearest`` (the default, as the judge's ``nearest_target``), its pixels vote in
 CIELAB for the target's render more than for any other value's (``nearest_value``): a colour between the source
 and the target, such as dark maroon lips for black lipstick, is not the target.
@@ -26,7 +26,9 @@ from functools import cache
 import torch
 import torch.nn.functional as F
 
-from src.evaluation.ideal import (
+from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
+from src.toyworld.judge.composed import value_renders
+from src.toyworld.judge.rule import (
     PAIRED,
     changed_region,
     dilate,
@@ -35,8 +37,6 @@ from src.evaluation.ideal import (
     sides,
     values_region,
 )
-from src.evaluation.toyfaces_composed import value_renders
-from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
 
 Target = tuple[str, str] | None  # (attribute, value) an image was meant to edit, or None
 

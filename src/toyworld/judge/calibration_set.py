@@ -2,22 +2,23 @@
 
 Sources (``kind``): reconstructions, perturbed latents, latent steps toward the inverted ideal edit on random
 layer subsets, hard negatives composed from renders (raw and through the inverter + generator), and mapper edits
-from the checkpoints of short training runs (any loss, any augmentation). See ``src.toyworld.calibration``; the
-set's data class and the oracle's reading of it: ``src.toyworld.calibration_data``.
+from the checkpoints of short training runs (any loss, any augmentation). See ``src.toyworld.judge.calibration``; the
+set's data class and the oracle's reading of it: ``src.toyworld.judge.calibration_data``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from src.toyworld.attributes import COUNTERFACTUAL_VALUES, Attributes
-from src.toyworld.calibration import Target, agreement, compose, rule_labels
+from src.toyworld.judge.calibration import Target, agreement, compose, rule_labels
 
-# the set and its reading moved to src.toyworld.calibration_data; their names stay importable from here
-from src.toyworld.calibration_data import (  # noqa: F401
+# the set and its reading moved to src.toyworld.judge.calibration_data; their names stay importable from here
+from src.toyworld.judge.calibration_data import (  # noqa: F401
     CalibrationSet,
     edit_codes,
     heldout_metrics,
@@ -25,6 +26,8 @@ from src.toyworld.calibration_data import (  # noqa: F401
     references,
     to_uint8,
 )
+from src.toyworld.judge.oracle import Oracle, OracleEnsemble
+from src.toyworld.judge.oracle_training import evaluate_oracle, finetune_oracle, stage_one
 from src.toyworld.render import render_batch
 from src.toyworld.training import decode, invert
 
@@ -39,6 +42,7 @@ def run_checkpoints(root: Path | str | None) -> list[list[Path]]:
 
 @torch.no_grad()
 def mapper_edits(
+    load_run: Callable[[str], tuple[Any, Any, Any]],
     gen: torch.nn.Module,
     w: torch.Tensor,
     runs: Sequence[Sequence[Path]],
@@ -49,9 +53,8 @@ def mapper_edits(
 ) -> list[tuple[torch.Tensor, torch.Tensor, Target]]:
     """Edits by every step checkpoint of every run, each on its own ``faces`` random latents of ``w``, the mapper's
     latent step scaled by a random factor in ``scale`` (e.g. edit strengths around the ones the run reached):
-    (images, face indices, the run's target) per checkpoint."""
-    from src.eval import load_run  # the run's own module and mapper, rebuilt from its stored config
-
+    (images, face indices, the run's target) per checkpoint. ``load_run`` rebuilds a run's module from its
+    checkpoint (``src.eval.load_run``, given by the build: the judge does not import the framework's runner)."""
     out = []
     for ckpts in runs:
         module, cfg, _ = load_run(str(ckpts[-1]))
@@ -84,10 +87,11 @@ def make_calibration_set(
     log: Callable[[str], None] = print,
     edit_scale: tuple[float, float] = (1.0, 1.0),
     nearest: bool = True,
+    load_run: Callable[[str], tuple[Any, Any, Any]] | None = None,
 ) -> CalibrationSet:
     """Images of the faces (latents ``w`` (N, L, D) of renders ``attrs``/``seeds``) from every source, each source
     on its own ``faces_per_source`` random faces (many faces: the oracle must not learn faces), rule-labelled
-    (``nearest``: the rule's target also needs the colour vote, ``src.toyworld.calibration.read_sides_by_rule``)."""
+    (``nearest``: the rule's target also needs the colour vote, ``src.toyworld.judge.calibration.read_sides_by_rule``)."""
     g = torch.Generator().manual_seed(seed)
     n = w.shape[0]
     images: list[torch.Tensor] = []
@@ -124,7 +128,11 @@ def make_calibration_set(
                 x = decode(gen, invert(inv, x)) if kind == "composed, generated" else x
             add(x, idx, (attribute, value), kind)
     log(f"[calibrate] {sum(x.shape[0] for x in images)} images from renders and latents")
-    for x, idx, target in mapper_edits(gen, w, runs, k, g, log, edit_scale):
+    if runs and load_run is None:
+        raise ValueError(
+            "make_calibration_set: mapper runs need load_run (src.eval.load_run) to rebuild them"
+        )
+    for x, idx, target in mapper_edits(load_run, gen, w, runs, k, g, log, edit_scale) if runs else ():
         add(x, idx, target, "mapper edit")
     x = torch.cat(images)
     idx = torch.cat(idx_all)
@@ -135,16 +143,13 @@ def make_calibration_set(
     return CalibrationSet(to_uint8(x), labels, side_labels, idx, targets, kinds, fidelity_ok)
 
 
-def calibrate(builder: object, c: object) -> dict:
+def calibrate(builder: Any, c: Any, load_run: Callable[[str], tuple[Any, Any, Any]] | None = None) -> dict:
     """The build's ``calibrate`` stage: the stage-one oracle (with ``c.calib_relative``: given a view of each image's
     difference from the reconstruction of its face, ``Oracle.with_reference``, and the edit loss) fine-tuned on a
     calibration set made from the train latents (and the mapper runs under ``<work>/<c.calibration_runs>/fit``);
     agreement with the rule measured on held-out faces (test latents) and held-out runs (``.../heldout``). With
     ``c.calib_ensemble``, oracles of more widths are fine-tuned the same way and read as one (``OracleEnsemble``).
     Writes ``oracle_calibrated.pt``."""
-    from src.toyworld.oracle import Oracle, OracleEnsemble
-    from src.toyworld.oracle_training import evaluate_oracle, finetune_oracle, stage_one
-
     work, log = builder.work, builder.log
     gen, inv = builder.load_autoencoder()
     lat = torch.load(work / "latents.pt", map_location="cpu", weights_only=True)
@@ -173,7 +178,7 @@ def calibrate(builder: object, c: object) -> dict:
                 gen, inv, lat[split].float(), attrs, lat[f"{split}_seeds"].tolist(), runs[part], faces,
                 seed=c.seed + (31 if part == "fit" else 32), log=log,
                 edit_scale=(0.4, 2.5) if part == "fit" else (1.0, 1.0),  # held out: the runs' own edits
-                nearest=c.calib_nearest,
+                nearest=c.calib_nearest, load_run=load_run,
             )  # fmt: skip
         fit, held = made["fit"], made["heldout"]
         torch.save({"fit": fit.state(), "heldout": held.state(), "key": key}, cache)

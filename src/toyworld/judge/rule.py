@@ -20,6 +20,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from src.utils.stats import psnr_db
+
 PAIRED = ("ears", "eyebrow_color", "iris_color")  # attributes drawn on both sides of the face
 CHANGE_THRESHOLD = 0.1  # a pixel belongs to the region when a channel changes by more than this (~13/255)
 
@@ -35,19 +37,6 @@ class FaithfulThresholds:
     min_collateral_psnr: float = 28.0
     dilate: int = 2
     nearest_target: bool = True
-
-
-def psnr_db(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-    """PSNR (N,) in dB between images in [-1, 1] (peak-to-peak 2), over ``mask`` (N, 1, H, W) if given; NaN
-    where the mask is empty."""
-    err = (a.float() - b.float()).pow(2).mean(1, keepdim=True)  # (N, 1, H, W)
-    if mask is None:
-        mask = torch.ones_like(err)
-    mask = mask.float()
-    count = mask.sum((1, 2, 3))
-    mse01 = (err * mask).sum((1, 2, 3)) / count.clamp_min(1) / 4  # on the [0, 1] scale
-    out = -10 * torch.log10(mse01.clamp_min(1e-10))
-    return torch.where(count > 0, out, torch.full_like(out, float("nan")))
 
 
 def changed_region(
