@@ -48,7 +48,7 @@ def toyfaces_assets(tmp_path_factory) -> str:
     shipped = ROOT / "src" / "toyworld" / "assets"
     if (shipped / "manifest.json").is_file():
         return str(shipped)
-    from src.toyworld.build.stages import main as build_main
+    from src.toyworld.build.cli import main as build_main
 
     root = tmp_path_factory.mktemp("toyfaces")
     assert build_main(["--smoke", "--work", str(root / "work"), "--out", str(root / "assets")]) == 0

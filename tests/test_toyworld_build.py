@@ -15,8 +15,8 @@ from PIL import Image
 
 from src.models.weights import WeightsError
 from src.toyworld import assets
+from src.toyworld.build.cli import main as build_main
 from src.toyworld.build.export import write_manifest
-from src.toyworld.build.stages import main as build_main
 from src.toyworld.judge.oracle import load_oracle
 from src.toyworld.judge.shortcuts import counterfactual_values
 from tests.conftest import ROOT

@@ -2,7 +2,7 @@
 
 import sys
 
-from src.toyworld.build.stages import main
+from src.toyworld.build.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,9 +13,7 @@ the shipped assets into the build dir first, so later stages rebuild without the
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -28,7 +26,7 @@ from src.models.clip import clip_preprocess
 from src.toyworld import assets
 from src.toyworld.attributes import sample_attributes
 from src.toyworld.build import export
-from src.toyworld.build.config import BuildConfig, apply_settings, parse_rates
+from src.toyworld.build.config import BuildConfig, parse_rates
 from src.toyworld.build.hardening_stage import harden_stage, robustness_report
 from src.toyworld.build.report import build_report, report_ceilings
 from src.toyworld.clip_training import train_clip
@@ -260,50 +258,3 @@ class Builder:
             t[stage] = round(time.perf_counter() - t0, 1)
             self.path("timings.json").write_text(json.dumps(t, indent=2))
             self.log(f"[{stage}] finished in {t[stage]:.0f}s")
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="python -m src.toyworld.build",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("--smoke", action="store_true", help="every stage for a few steps (seconds)")
-    p.add_argument(
-        "--work", default=None, help="build dir for resumable fp32 checkpoints (default: build/toyfaces)"
-    )
-    p.add_argument("--out", default=None, help="asset dir (default: the shipped src/toyworld/assets)")
-    p.add_argument(
-        "--stages", default=",".join(STAGES), help=f"comma-separated subset of {STAGES + EXTRA_STAGES}"
-    )
-    p.add_argument("--force", action="store_true", help="re-run stages that are done")
-    p.add_argument(
-        "--from-assets",
-        action="store_true",
-        help="first unpack the shipped assets (--out) into the build dir as finished stages (fp16 -> fp32)",
-    )
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override BuildConfig fields")
-    args = p.parse_args(argv)
-    cfg = BuildConfig.smoke() if args.smoke else BuildConfig()
-    try:
-        apply_settings(cfg, args.set)
-    except ValueError as e:
-        p.error(str(e))
-    stages = tuple(s for s in args.stages.split(",") if s)
-    unknown = set(stages) - set(STAGES + EXTRA_STAGES)
-    if unknown:
-        p.error(f"unknown stages {sorted(unknown)}; known: {STAGES + EXTRA_STAGES}")
-    if args.smoke and args.out is None:
-        p.error("--smoke needs --out (a smoke build must not overwrite the shipped assets)")
-    work = Path(args.work or ("build/toyfaces-smoke" if args.smoke else "build/toyfaces"))
-    out = Path(args.out) if args.out else assets.ASSET_DIR
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if args.from_assets:
-        wrote = export.unpack_to_work(work, out)
-        print(f"[from-assets] {work}: wrote {wrote or 'nothing (all present)'}", flush=True)
-    Builder(cfg, work, out).run(stages, force=args.force)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
