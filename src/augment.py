@@ -5,12 +5,13 @@ all B*K views get their own parameters from one batched kornia call. Extra input
 can be warped with exactly the same per-view parameters. The factories below are Hydra targets
 (``_target_: src.augment.perspective``) with plain arguments; ``fill`` is a value in the image's own [-1, 1]
 space (0 = mid grey, the official border fill). Perspective views are warped by :func:`warp_homography`
-(kornia's parameters and sampling, a cheaper grid); ``MultiView(resize_to=...)`` optionally makes the views at
-CLIP's resolution instead of the generator's (docs/performance.md).
+(kornia's parameters and sampling, a cheaper grid). ``MultiView(resize_to="clip")`` (the default of conf/aug)
+makes the views at the guiding CLIP's input size instead of the generator's (docs/performance.md).
 """
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import kornia.augmentation as K
@@ -20,23 +21,35 @@ from kornia.geometry.conversions import normalize_homography
 from kornia.utils import create_meshgrid
 from torch import Tensor, nn
 
+CLIP_SIZE = "clip"  # aug.resize_to: the guiding CLIP's input size (MultiView.bind_clip)
+
 
 class MultiView(nn.Module):
     """K augmented views per image, parameters drawn per sample for all B*K views in one batched kornia call."""
 
-    def __init__(self, transform: nn.Module | None, num_views: int = 8, resize_to: int | None = None):
+    def __init__(self, transform: nn.Module | None, num_views: int = 8, resize_to: int | str | None = None):
         super().__init__()
         if num_views < 1:
             raise ValueError(f"num_views must be >= 1, got {num_views}")
-        if resize_to is not None and resize_to < 1:
-            raise ValueError(f"resize_to must be a positive size or None, got {resize_to}")
+        if resize_to != CLIP_SIZE and resize_to is not None and (isinstance(resize_to, str) or resize_to < 1):
+            raise ValueError(f"resize_to must be a positive size, {CLIP_SIZE!r} or None, got {resize_to!r}")
         self.transform = transform  # a kornia augmentation (forward_parameters + forward(x, params)) or None
         self.num_views = num_views
-        # Optional: shrink the inputs (shorter side -> resize_to, antialiased bicubic as CLIP's preprocessing)
-        # before replicating and warping them. With resize_to = CLIP's input size the views are made at CLIP
-        # resolution instead of the generator's (1024 px: ~20x fewer warped pixels, one resize per image
-        # instead of one per view). Not the official order (warp, then resize): off by default.
+        # Shrink the inputs (shorter side -> resize_to, antialiased, CLIP's kernel) before replicating and
+        # warping them, instead of warping K copies at the generator's size and resizing each (the official
+        # order). "clip" = the guiding CLIP's input size, set by bind_clip (1024 px: ~20x fewer warped pixels).
+        # Never upsamples: a no-op where the generator is not larger than CLIP's input (toyfaces, tiny).
         self.resize_to = resize_to
+        self.size: int | None = None if resize_to == CLIP_SIZE else resize_to  # resolved size
+        self.interpolation = "bicubic"  # open_clip's; bind_clip takes the CLIP's own
+        self._unbound_warned = False
+
+    def bind_clip(self, clip: nn.Module) -> MultiView:
+        """Resolve ``resize_to="clip"`` to ``clip``'s input size and use its resize kernel (src.builders)."""
+        if self.resize_to == CLIP_SIZE:
+            self.size = clip_input_size(clip)
+        self.interpolation = getattr(clip, "resize_mode", self.interpolation)
+        return self
 
     def forward(self, x: Tensor, *others: Tensor) -> Tensor | tuple[Tensor, ...]:
         """x (B, C, H, W) -> (B, K, C, H, W); each extra (B, C', H, W) input gets the same per-view warp.
@@ -77,13 +90,23 @@ class MultiView(nn.Module):
         }
 
     def _shrink(self, t: Tensor) -> Tensor:
-        """(B, C, H, W) -> shorter side ``resize_to`` (torchvision's Resize(int) sizes); never upsamples."""
+        """(B, C, H, W) -> shorter side ``size`` (torchvision's Resize(int) sizes, as CLIP's preprocessing);
+        never upsamples. Unbound ``"clip"`` (no CLIP to read the size from): the official order, warned once."""
+        if self.size is None and self.resize_to == CLIP_SIZE and not self._unbound_warned:
+            self._unbound_warned = True
+            warnings.warn(
+                "MultiView(resize_to='clip') was never bound to a CLIP (bind_clip): views are made "
+                "at the input's size",
+                stacklevel=3,
+            )
         h, w = t.shape[-2:]
-        if self.resize_to is None or min(h, w) <= self.resize_to:
+        if self.size is None or min(h, w) <= self.size:
             return t
-        size = self.resize_to
+        size = self.size
         new_h, new_w = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
-        return F.interpolate(t, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
+        return F.interpolate(
+            t, size=(new_h, new_w), mode=self.interpolation, align_corners=False, antialias=True
+        )
 
     def _augment(self, inputs: list[Tensor]) -> list[Tensor]:
         if len(inputs) > 1 and isinstance(self.transform, K.IntensityAugmentationBase2D):
@@ -97,7 +120,18 @@ class MultiView(nn.Module):
         return list(out.split([t.shape[1] for t in inputs], dim=1))
 
     def extra_repr(self) -> str:
-        return f"num_views={self.num_views}, resize_to={self.resize_to}"
+        return f"num_views={self.num_views}, resize_to={self.resize_to!r}, size={self.size}"
+
+
+def clip_input_size(clip: nn.Module) -> int:
+    """The image size a CLIP reads (``image_size``); an ensemble: the largest of its members' sizes."""
+    size = getattr(clip, "image_size", None)
+    if isinstance(size, int):
+        return size
+    sizes = [m.image_size for m in clip.modules() if isinstance(getattr(m, "image_size", None), int)]
+    if not sizes:
+        raise ValueError(f"cannot read the input size of {type(clip).__name__}: set aug.resize_to to a size")
+    return max(sizes)
 
 
 def _inverse_3x3(m: Tensor) -> Tensor:

@@ -11,11 +11,8 @@ Prints ONE JSON object comparing, on the same models and the same batch, in one 
   CLIP on the K views (forward+backward; the edited image is resized to CLIP's input once and repeated K
   times), nothing else. ``source_render_ms`` is the no-grad render of the source image, which an uncached
   step needs; ``overhead_ratio_full`` counts it as core too;
-* ``official_ms``: the same models doing the official code's per-step work (yingchen001/CF-CLIP
-  ``coach.py`` + ``criteria/nce_loss.py``): the target text encoded every step and 4 x T template prompts
-  in the NCE loss, tokenized and encoded with autograd on; the source encoded K times; K augmentation calls
-  in a Python loop, each one parameter draw for the whole batch; frozen networks keeping ``requires_grad``
-  (weight gradients of the generator and CLIP computed and thrown away); ``float()`` of every loss term.
+* ``official_ms``: the same models doing the official code's per-step work (src/bench_official.py: texts
+  re-encoded every step, the source encoded K times, K augmentation calls, frozen weights' gradients).
 
 Ratios: ``overhead_ratio = step / core`` (target <= 1.10) and ``speedup_vs_official = official / step``
 (target >= 3 at ffhq1024). The variants run round-robin (order rotated every round) so a noisy, shared
@@ -44,7 +41,6 @@ templates, batch 2, K 8; on CPU one step takes many seconds, so steps/warmup def
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import os
 import statistics
@@ -56,9 +52,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from src.bench_official import OfficialStep
 from src.bench_options import compose_config, parse_args
+from src.bench_syncs import count_host_syncs
 from src.data.source_cache import SourceCache, cache_entries
-from src.utils.measure import peak_memory_mb, requires_grad, sync
+from src.step_graph import GraphedStep
+from src.utils.loggers import quiet_library_logs
+from src.utils.measure import peak_memory_mb, sync
 
 
 # ---- the benchmark ---------------------------------------------------------------------------------------
@@ -109,7 +109,9 @@ class Bench:
         with torch.no_grad(), self.autocast():
             self.w_hat = self.module.edit(self.w).float()  # (B, L, D) edited latents for the core
         self.probe = torch.randn(opts["batch"] * self.K, self.clip.embed_dim, device=self.device)
-        self._build_official()
+        self.official_step = OfficialStep(
+            self.module, self.optimizer, self.w, self.K, self.autocast, opts["frozen_grads"]
+        )
         # the batch's latent indices (host), and its source cache: filled now for cache=warm
         self.batch = {"w": self.w, "idx": torch.arange(opts["batch"])}
         self.entries = sorted(cache_entries(self.module)) if self.module.requires else []
@@ -121,8 +123,6 @@ class Bench:
                 self.cache.store(self.batch["idx"], self.module.source_side(x))
         self.graphed = None
         if opts["graph"]:
-            from src.step_graph import GraphedStep
-
             self.graphed = GraphedStep(self.module, self.optimizer, autocast=self.autocast)
 
     # -- ours: exactly training_step's computation + backward + optimizer step --
@@ -163,96 +163,9 @@ class Bench:
         with torch.no_grad(), self.autocast():
             self.generator.synthesis(self.w)
 
-    # -- the official code's per-step work on the same models --
-    def _build_official(self) -> None:
-        from src.losses import CLIPNCELoss
-
-        prompt, clip = self.module.prompt, self.clip
-        self.templates_source = prompt.with_templates(prompt.source)
-        self.templates_target = prompt.with_templates(prompt.target)
-        # coach.py tokenizes the description once (self.text_inputs) and encodes it every step
-        self.target_tokens = clip.tokenizer([prompt.target], context_length=clip.context_length).to(
-            self.device
-        )
-        transform = getattr(self.module.augment, "transform", None)
-        self.official_aug = None
-        if transform is not None:
-            self.official_aug = copy.deepcopy(transform)  # one parameter draw per call for the whole batch
-            for m in self.official_aug.modules():
-                if hasattr(m, "same_on_batch"):
-                    m.same_on_batch = True
-        nce = [t for t in self.module.loss.terms.values() if isinstance(t, CLIPNCELoss)]
-        self.nce_weight = nce[0].weight if nce else 0.3
-        self.nce_temperature = nce[0].temperature if nce else 0.1
-        clip_terms = {"edit_features", "view_features"}
-        self.other_terms = {
-            name: t for name, t in self.module.loss.terms.items() if not (set(t.requires) & clip_terms)
-        }
-        self.frozen = [self.generator, self.clip]
-
-    def _text_features(self, texts: list[str]) -> torch.Tensor:
-        """nce_loss.get_text_features: tokenize + encode (autograd on) + detach + normalise, every call."""
-        clip = self.clip
-        tokens = clip.tokenizer(texts, context_length=clip.context_length).to(self.device)
-        feats = clip.model.encode_text(tokens).detach().float()
-        return feats / feats.norm(dim=-1, keepdim=True)
-
-    def _image_features(self, x: torch.Tensor) -> torch.Tensor:
-        feats = self.clip.model.encode_image(self.clip.preprocess(x).to(self.clip.dtype)).float()
-        return feats / feats.clone().norm(dim=-1, keepdim=True)
-
+    # -- the official code's per-step work on the same models (src/bench_official.py) --
     def official(self) -> None:
-        from src.losses.base import StepContext
-
-        m, K = self.module, self.K
-        with requires_grad(self.frozen, self.opts["frozen_grads"]):
-            self.optimizer.zero_grad(set_to_none=True)
-            with self.autocast():
-                t_feat = m.clip.model.encode_text(self.target_tokens).detach().float()  # (1, E), every step
-                text = t_feat.expand(self.w.shape[0], -1) if getattr(m.mapper, "use_tem", True) else None
-                with torch.no_grad():
-                    x = self.generator.synthesis(self.w)
-                w_hat = self.w + m.step_size * m.mapper(self.w, text)
-                x_hat = self.generator.synthesis(w_hat)
-                ctx = StepContext(w=self.w, w_hat=w_hat, text=m.text_features, x=x, x_hat=x_hat)
-                total = 0.0
-                log = {}
-                for name, term in self.other_terms.items():
-                    value = term(ctx)
-                    log[name] = float(value.detach())  # coach.calc_loss: float() of every term, every step
-                    total = total + term.weight * value
-                # K augmentation calls in a Python loop, one parameter draw for the whole batch each
-                aug = self.official_aug
-                x_aug = torch.cat([aug(x_hat) if aug is not None else x_hat for _ in range(K)])  # (K*B, ...)
-                x_rep = x.repeat(K, 1, 1, 1)  # the source, K times
-                # nce_loss.infonce_loss
-                source_text = self._text_features(self.templates_source)  # (T, E)
-                target_text = self._text_features(self.templates_target).mean(0, keepdim=True)  # (1, E)
-                src_img = self._image_features(x_rep)  # (K*B, E): the source encoded K times
-                tgt_img = self._image_features(x_aug)  # (K*B, E)
-                target_text = target_text.repeat(tgt_img.shape[0], 1)
-                query = tgt_img - src_img
-                query = query / query.clone().norm(dim=-1, keepdim=True)
-                src_t, tgt_t = (
-                    self._text_features(self.templates_source),
-                    self._text_features(self.templates_target),
-                )
-                pos1 = (tgt_t - src_t).mean(0, keepdim=True)  # compute_text_direction
-                pos1 = (pos1 / pos1.norm(dim=-1, keepdim=True)).repeat(tgt_img.shape[0], 1)
-                pos2 = target_text - src_img
-                pos2 = pos2 / pos2.clone().norm(dim=-1, keepdim=True)
-                neg = source_text - src_img[:1]  # the official bug: negatives from the first image only
-                neg = neg / neg.clone().norm(dim=-1, keepdim=True)
-                q2, pos = query.repeat(2, 1), torch.cat([pos1, pos2], 0)
-                logits = (
-                    torch.cat([(q2 * pos).sum(-1, keepdim=True), q2 @ neg.t()], dim=1) / self.nce_temperature
-                )
-                nce = F.cross_entropy(logits, logits.new_zeros(logits.shape[0], dtype=torch.long))
-                log["nce"] = float(nce.detach())
-                total = total + self.nce_weight * nce
-                log["loss"] = float(total.detach())
-            total.backward()
-            self.optimizer.step()
+        self.official_step()
 
     # -- the run --
     def variants(self) -> dict[str, Callable[[], None]]:
@@ -287,7 +200,9 @@ class Bench:
         for name in ("ours", "core", "official"):
             if name in variants:
                 memory[name], how = peak_memory_mb(variants[name], device)
-        syncs, sync_sites = self.count_host_syncs() if device.type == "cuda" else (None, None)
+        syncs, sync_sites = (
+            count_host_syncs(self.ours, skip=(__file__,)) if device.type == "cuda" else (None, None)
+        )
         step, core, src, official = med["ours"], med["core"], med["source_render"], med.get("official")
         uncached = med.get("ours_uncached", step if self.cache_mode == "off" else None)
         cpu_uncached = cpu_med.get("ours_uncached", cpu_med["ours"])
@@ -305,7 +220,11 @@ class Bench:
             "views": self.K,
             "image_size": int(self.generator.size),
             "clip_input": int(self.clip.image_size),
-            "templates": len(self.templates_source),
+            # the size the K views are warped at (aug.resize_to: clip, the default: CLIP's input; null: the image's)
+            "views_size": min(
+                getattr(self.module.augment, "size", None) or 1 << 30, int(self.generator.size)
+            ),
+            "templates": len(self.official_step.templates_source),
             "loss_terms": list(self.module.loss.terms),
             "prompts": len(self.module.texts),  # prompt=multi: one group per prompt in every step
             "precision": opts["precision"] + ("+tf32" if opts["tf32"] else ""),
@@ -342,52 +261,12 @@ class Bench:
             "loadavg_1m": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
         }
 
-    def count_host_syncs(self) -> tuple[int, list[str]]:
-        """CUDA only: synchronising calls inside one of our steps (torch's sync debug mode, warn level), and
-        where each happened (``file:line`` of the op, plus our innermost frame when the op is in a library)."""
-        import traceback
-        import warnings
-
-        sites: list[str] = []
-
-        def record(message, category, filename, lineno, file=None, line=None) -> None:
-            # torch's own "Synchronization debug mode is a prototype feature ..." notice is not a sync
-            if "synchronizing cuda operation" not in str(message).lower():
-                return
-            where = f"{_short(filename)}:{lineno}"
-            skip = (__file__, filename, warnings.__file__)
-            stack = [f for f in traceback.extract_stack()[:-1] if f.filename not in skip]
-            ours = [f for f in stack if _short(f.filename).startswith("src" + os.sep)]
-            via = ours[-1:] or stack[-1:]  # our innermost frame, else whoever called into that file
-            if via:
-                where += f" (from {_short(via[0].filename)}:{via[0].lineno})"
-            sites.append(where)
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("always")
-            warnings.showwarning = record
-            torch.cuda.set_sync_debug_mode("warn")
-            try:
-                self.ours()
-            finally:
-                torch.cuda.set_sync_debug_mode("default")
-        return len(sites), sites
-
 
 RANGES = (("step", "ours"), ("step_uncached", "ours_uncached"), ("core", "core"), ("official", "official"))
 
 
 def _range(values: list[float] | None) -> list[float] | None:
     return None if not values else [round(min(values), 3), round(max(values), 3)]
-
-
-def _short(path: str) -> str:
-    """A path relative to the sys.path entry it is imported from (``src/module.py``, ``kornia/...``)."""
-    roots = sorted((os.path.abspath(p or ".") for p in sys.path), key=len, reverse=True)
-    for root in roots:
-        if path.startswith(root + os.sep):
-            return path[len(root) + 1 :]
-    return path
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -399,8 +278,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         raise SystemExit("bench: device=cuda but CUDA is not available")
     if opts["tf32"]:  # training keeps torch's default (no TF32 matmuls); this shows what TF32 would give
         torch.set_float32_matmul_precision("high")
-    from src.utils.loggers import quiet_library_logs
-
     quiet_library_logs()
     result = Bench(opts, overrides).run()
     print(json.dumps(result))

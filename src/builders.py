@@ -36,7 +36,7 @@ def build(cfg: DictConfig) -> tuple[CFCLIPModule, LatentDataModule]:
         clip=clip,
         mapper=build_mapper(cfg, generator, clip, prompt),
         loss=instantiate(cfg.loss),
-        augment=instantiate(cfg.aug),
+        augment=build_augment(cfg, clip),
         prompt=prompt,
         optimizer=instantiate(cfg.optimizer),
         scheduler=instantiate(cfg.get("scheduler")),
@@ -47,6 +47,12 @@ def build(cfg: DictConfig) -> tuple[CFCLIPModule, LatentDataModule]:
     datamodule = instantiate(cfg.data)
     datamodule.attach_generator(generator)
     return module, datamodule
+
+
+def build_augment(cfg: DictConfig, clip: Any) -> Any:
+    """The CLIP-NCE views' augmentation, bound to the guiding CLIP (``aug.resize_to: clip``: its input size)."""
+    augment = instantiate(cfg.aug)
+    return augment.bind_clip(clip) if hasattr(augment, "bind_clip") else augment
 
 
 def build_mapper(cfg: DictConfig, generator: Any, clip: Any, prompt: Any) -> Any:

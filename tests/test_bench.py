@@ -28,6 +28,7 @@ KEYS = {
     "image_size",
     "prompts",
     "clip_input",
+    "views_size",
     "templates",
     "loss_terms",
     "precision",
@@ -142,10 +143,10 @@ def test_multi_prompt_step_is_benchmarked() -> None:
 
 
 def test_parse_args_defaults_and_errors() -> None:
-    opts, overrides = parse_args(["preset=ffhq1024", "device=cpu", "+aug.resize_to=224", "compile=false"])
+    opts, overrides = parse_args(["preset=ffhq1024", "device=cpu", "aug.resize_to=null", "compile=false"])
     assert opts["steps"] == PRESETS["ffhq1024"]["steps"] and opts["warmup"] == PRESETS["ffhq1024"]["warmup"]
     assert opts["batch"] == 2 and opts["views"] == 8 and opts["compile"] is False
-    assert overrides == ["+aug.resize_to=224"]
+    assert overrides == ["aug.resize_to=null"]
     with pytest.raises(SystemExit):
         parse_args(["preset=nope"])
     with pytest.raises(SystemExit):
@@ -159,7 +160,7 @@ def test_sync_sites_are_named_from_their_package() -> None:
     import kornia
 
     import src.module
-    from src.bench import _short
+    from src.bench_syncs import _short
 
     assert _short(kornia.__file__) == os.path.join("kornia", "__init__.py")
     assert _short(src.module.__file__) == os.path.join("src", "module.py")
