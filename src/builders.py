@@ -24,12 +24,7 @@ def to_container(cfg: DictConfig | dict) -> dict:
 def build(cfg: DictConfig) -> tuple[CFCLIPModule, LatentDataModule]:
     """Generator, CLIP, prompt, mapper (sized from them), loss, augmentation, optimizer -> module + data."""
     generator = instantiate(cfg.domain.generator)
-    # one CLIP, or an ensemble: domain.clip a list, or domain.extra_clips added to it (src.models.clip)
-    clip = guide_from_config(
-        instantiate(cfg.domain.clip),
-        instantiate(cfg.domain.get("extra_clips")),
-        cfg.domain.get("clip_weights"),
-    )
+    clip = build_guide(cfg)
     prompt = instantiate(cfg.prompt)
     module = CFCLIPModule(
         generator=generator,
@@ -47,6 +42,15 @@ def build(cfg: DictConfig) -> tuple[CFCLIPModule, LatentDataModule]:
     datamodule = instantiate(cfg.data)
     datamodule.attach_generator(generator)
     return module, datamodule
+
+
+def build_guide(cfg: DictConfig) -> Any:
+    """The guiding CLIP: one, or an ensemble (domain.clip a list, or domain.extra_clips added to it)."""
+    return guide_from_config(
+        instantiate(cfg.domain.clip),
+        instantiate(cfg.domain.get("extra_clips")),
+        cfg.domain.get("clip_weights"),
+    )
 
 
 def build_augment(cfg: DictConfig, clip: Any) -> Any:

@@ -23,6 +23,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from src.builders import build_augment, build_guide
 from src.evaluation.toyfaces import ToyfacesEvaluator
 from src.losses.base import StepContext
 from src.module import add_clip_features
@@ -68,10 +69,10 @@ def candidates(
 def probe(cfg: DictConfig) -> dict[str, Any]:
     """Score every candidate edit with the configured loss; returns the JSON the command prints."""
     attribute, value = edit_target(cfg)
-    clip = instantiate(cfg.domain.clip)
+    clip = build_guide(cfg)
     prompt = instantiate(cfg.prompt)
     loss = instantiate(cfg.loss)
-    augment = instantiate(cfg.aug)
+    augment = build_augment(cfg, clip)
     text = encode_prompt(clip, prompt)
     p = cfg.probe
     x, cands = candidates(attribute, value, int(p.n), int(p.seed), list(p.tints))
