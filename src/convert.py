@@ -4,65 +4,27 @@
     python -m src.convert green_lipstick.pt run.ckpt [OVERRIDE]  # CF-CLIP / StyleCLIP mapper -> run checkpoint
     python -m src.convert --to official run.ckpt out.pt          # run checkpoint -> the authors' mapper format
 
-The pickle is read by ``src.models.legacy``'s restricted unpickler (no code from the file runs); the output
-holds ``g_ema`` (our Generator's state dict), ``latent_avg`` and ``generator_config`` (size, style dim,
-mapping depth, channels read from the file) and loads with ``torch.load(weights_only=True)``. The authors'
+The pickle is read by ``src.models.legacy.convert_network_pickle`` (a restricted unpickler: no code from the file
+runs); the output holds ``g_ema`` (our Generator's state dict), ``latent_avg`` and ``generator_config`` (size,
+style dim, mapping depth, channels read from the file) and loads with ``torch.load(weights_only=True)``. The authors'
 mapper files go through ``src.official`` (``weights_only=True`` as well).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import sys
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import torch
 
-from src.models.legacy import Record, nvidia_to_rosinality, read_network_pickle, record_state_dict
+from src.models.legacy import convert_network_pickle
 from src.models.stylegan2 import Generator
 from src.models.weights import WeightsError, save_atomic
 from src.official import describe, export_official, import_official
 from src.utils.errors import user_error
-
-
-def _find_attr(obj: Record, name: str) -> Any:
-    """First value of attribute ``name`` in a Record tree (e.g. ``conv_clamp``), or None."""
-    if name in obj.state:
-        return obj.state[name]
-    for child in (obj.state.get("_modules") or {}).values():
-        if isinstance(child, Record) and (value := _find_attr(child, name)) is not None:
-            return value
-    return None
-
-
-def convert_network_pickle(path: str | Path, key: str = "G_ema") -> dict[str, Any]:
-    """Read an NVIDIA ``.pkl`` safely -> ``{"g_ema", "latent_avg", "generator_config", "source"}``.
-
-    ``generator_config`` holds our Generator's arguments; ``source`` notes NVIDIA settings our generator does
-    not reproduce (``conv_clamp``: NVIDIA clamps activations to +-256, ours never clamps).
-    """
-    data = read_network_pickle(path)
-    net = data.get(key) if isinstance(data, dict) else data
-    if not isinstance(net, Record):
-        found = sorted(map(str, data)) if isinstance(data, dict) else type(data).__name__
-        raise WeightsError(f"{path}: no NVIDIA network under '{key}' (found {found})")
-    architecture = _find_attr(net, "architecture")
-    if architecture not in (None, "skip"):
-        raise WeightsError(f"{path}: synthesis architecture '{architecture}' is not supported (only 'skip')")
-    state, latent_avg, config = nvidia_to_rosinality(record_state_dict(net))
-    source: dict[str, Any] = {"format": "nvidia-stylegan2-ada-pkl", "file": Path(path).name, "key": key}
-    clamp = _find_attr(net, "conv_clamp")
-    if isinstance(clamp, (int, float)):
-        source["conv_clamp"] = float(clamp)
-    mapping = (net.state.get("_modules") or {}).get("mapping")
-    mapping_lr = _find_attr(mapping, "bias_gain") if isinstance(mapping, Record) else None
-    if isinstance(mapping_lr, (int, float)) and not math.isclose(float(mapping_lr), 0.01, rel_tol=1e-6):
-        raise WeightsError(f"{path}: mapping lr_multiplier {mapping_lr} differs from StyleGAN2's 0.01")
-    return {"g_ema": state, "latent_avg": latent_avg, "generator_config": config, "source": source}
 
 
 def check_loads(ckpt: dict) -> None:

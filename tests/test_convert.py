@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from src.convert import convert, convert_network_pickle, main
-from src.models.legacy import UnsafePickleError
+from src.convert import convert, main
+from src.models.legacy import UnsafePickleError, convert_network_pickle
 from src.models.stylegan2 import Generator
 from src.models.weights import WeightsError, load_checkpoint
 

@@ -157,7 +157,7 @@ def test_toyfaces_runs_use_the_world_encoder(monkeypatch):
     gen = Generator(32, 64, 2, 1, channel_max=64)
     inverter = Inverter(gen.n_latent, gen.style_dim)
     seen: dict = {}
-    monkeypatch.setattr("src.toyworld.assets.load_inverter", lambda asset_dir=None: _Recorder(inverter, seen))
+    monkeypatch.setattr("src.photo.load_inverter", lambda asset_dir=None: _Recorder(inverter, seen))
     run_cfg = OmegaConf.create({"domain": {"name": "toyfaces"}})
     module = type("M", (), {"generator": gen})()
     cfg = OmegaConf.create({"method": "auto"})

@@ -278,3 +278,17 @@ def test_lazy_import_check_sees_a_needless_one(tmp_path):
     assert [ast.unparse(n) for n in nodes] == ["from src.utils.stats import mean_ci"]
     targets = imports_of("src.planted", path, modules, nodes)
     assert targets == {"src.utils.stats"} and not heavy_packages()["src.utils.stats"]
+
+
+def test_importing_the_package_loads_no_command():
+    """``import src`` (which ``python -m src.<command>`` runs first) must not import a command's module: runpy
+    would then run a second copy of it (a RuntimeWarning on stderr, and module state held twice)."""
+    import subprocess
+    import sys
+
+    commands = {module_name(p) for p in SRC.rglob("*.py") if 'if __name__ == "__main__"' in p.read_text()}
+    assert "src.convert" in commands and "src.toyworld.build.__main__" in commands
+    code = "import sys, src; print(' '.join(m for m in sys.modules if m.startswith('src.')))"
+    loaded = set(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                                cwd=SRC.parent).stdout.split())  # fmt: skip
+    assert not commands & loaded, f"import src loads commands: {sorted(commands & loaded)}"

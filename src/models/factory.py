@@ -9,8 +9,7 @@ from typing import Any
 
 import torch
 
-from src.convert import convert_network_pickle
-from src.models.legacy import describe_generator_state
+from src.models.legacy import convert_network_pickle, describe_generator_state
 from src.models.stylegan2 import Generator
 from src.models.weights import WeightsError, load_checkpoint
 
