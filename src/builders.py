@@ -9,7 +9,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from src.data.latents import LatentDataModule
 from src.data.prompts import tem_factors
-from src.models.clip import guide_from_config, primary_clip
+from src.models.clip_ensemble import guide_from_config, primary_clip
 from src.module import CFCLIPModule
 from src.utils.loggers import scrub_secrets
 

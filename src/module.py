@@ -7,8 +7,8 @@ With the per-latent source cache (src/data/source_cache.py, on by default) a ste
 takes the source's CLIP embedding and the terms' source features from the cache and renders x only when a term
 reads the image itself. Several prompts (prompt=multi) train one TEM mapper: each sample of a batch carries its
 own prompt, and the loss is the batch-share-weighted sum over the prompts present of the same loss on that
-prompt's samples and text. A CLIP ensemble (``domain.clip`` a list, src.models.clip.CLIPEnsemble) guides with
-each CLIP's weighted CLIP terms (``LossSum``), each CLIP with its own text features and source-cache entry.
+prompt's samples and text. A CLIP ensemble (``domain.clip`` a list, src.models.clip_ensemble.CLIPEnsemble)
+guides with each CLIP's weighted CLIP terms (``LossSum``), each CLIP with its own text features and source-cache entry.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from src.data import source_cache as sc
 from src.data.prompts import Prompt
 from src.losses.base import LossSum, StepContext, TextFeatures
 from src.losses.clip import add_clip_features  # also imported from here (eval, the probe)
-from src.models.clip import as_ensemble
+from src.models.clip_ensemble import as_ensemble
 from src.models.frozen import freeze, is_frozen
 from src.text_bank import TextBank, check_generalises
 

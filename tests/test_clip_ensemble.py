@@ -1,5 +1,5 @@
-"""A CLIP ensemble as the guide (src.models.clip.CLIPEnsemble): one CLIP behaves as before; an ensemble's CLIP terms
-are the weighted sum of each CLIP's, with its own text features; the source cache keeps one entry per CLIP; a
+"""A CLIP ensemble as the guide (src.models.clip_ensemble.CLIPEnsemble): one CLIP behaves as before; an
+ensemble's CLIP terms are the weighted sum of each CLIP's, with its own text features; the source cache keeps one entry per CLIP; a
 two-CLIP config on the tiny domain trains."""
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ class StepContext:
     source: dict[str, torch.Tensor] = field(default_factory=dict)
     # () -> x (B, 3, H, W), no grad: renders the source image when a term first reads ctx.x (cached steps)
     render_source: Callable[[], torch.Tensor] | None = field(default=None, repr=False)
-    # a CLIP ensemble (src.models.clip.CLIPEnsemble): the step as each further CLIP sees it (its text and features;
+    # a CLIP ensemble (src.models.clip_ensemble.CLIPEnsemble): the step as each further CLIP sees it (its text and features;
     # CLIP terms only) and every CLIP's weight, this context's first; empty for one CLIP
     guides: list[StepContext] = field(default_factory=list)
     clip_weights: tuple[float, ...] = (1.0,)
