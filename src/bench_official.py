@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from src.losses import CLIPNCELoss
-from src.losses.base import StepContext
+from src.losses.base import StepContext, uses_clip
 from src.utils.measure import requires_grad
 
 
@@ -50,10 +50,7 @@ class OfficialStep:
         nce = [t for t in module.loss.terms.values() if isinstance(t, CLIPNCELoss)]
         self.nce_weight = nce[0].weight if nce else 0.3
         self.nce_temperature = nce[0].temperature if nce else 0.1
-        clip_terms = {"edit_features", "view_features"}
-        self.other_terms = {
-            name: t for name, t in module.loss.terms.items() if not (set(t.requires) & clip_terms)
-        }
+        self.other_terms = {name: t for name, t in module.loss.terms.items() if not uses_clip(t)}
         self.frozen = [self.generator, self.clip]
 
     def _text_features(self, texts: list[str]) -> torch.Tensor:

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from src.losses.base import LossTerm
+from src.losses.base import CLIP_REQUIREMENTS, LossTerm
 
 log = logging.getLogger("cfclip")
 
@@ -49,7 +49,6 @@ class SourceCacheOptions:
 
 def has_source_features(term: nn.Module) -> bool:
     """Whether a loss term defines ``source_features`` (LossTerm's default returns None)."""
-
     return isinstance(term, LossTerm) and type(term).source_features is not LossTerm.source_features
 
 
@@ -209,7 +208,7 @@ def cache_entries(module: Any) -> dict[str, nn.Module]:
     in the key by its own fingerprint) and each term's source features."""
     requires = module.requires
     out: dict[str, nn.Module] = {}
-    needs_clip = "edit_features" in requires or "view_features" in requires
+    needs_clip = bool(CLIP_REQUIREMENTS & set(requires))
     if needs_clip and not module.augment_source:
         for i, clip in enumerate([module.clip, *getattr(module, "extra_clips", [])]):
             out[clip_entry(i)] = clip

@@ -21,6 +21,7 @@ from open_clip import factory as _oc_factory
 from torch import Tensor, nn
 
 from src.models.frozen import freeze
+from src.utils.dicts import plain
 
 # A 2-layer ViT + 2-layer text transformer CLIP for tests and the `tiny` domain: 3.4M parameters, 3.2M of
 # them the 49408 x 64 token embedding; builds in ~0.3 s on CPU.
@@ -40,18 +41,9 @@ TINY_CLIP_CONFIG: dict = {
 _REGISTERED: set[str] = set()  # names this module added to open_clip's registry
 
 
-def _plain(obj: Any) -> Any:
-    """Deep-convert mappings/sequences (e.g. an OmegaConf DictConfig from Hydra) to dicts/lists."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, Sequence) and not isinstance(obj, str | bytes):
-        return [_plain(v) for v in obj]
-    return obj
-
-
 def register_model_config(name: str, config: Mapping) -> None:
     """Register an open_clip architecture config under ``name`` (idempotent; never shadows a built-in)."""
-    config = _plain(config)
+    config = plain(config)
     if not all(k in config for k in ("embed_dim", "vision_cfg", "text_cfg")):
         raise ValueError(
             f"CLIP model config {name!r} needs embed_dim, vision_cfg and text_cfg; got {list(config)}"

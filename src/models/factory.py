@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from src.models.legacy import convert_network_pickle, describe_generator_state
 from src.models.stylegan2 import Generator
 from src.models.weights import WeightsError, load_checkpoint
+from src.utils.dicts import plain
 
 CLIP_CONFIG_DIR = Path(__file__).parent / "clip_configs"
 
@@ -28,7 +28,6 @@ def create_generator(
     seed: int = 0,
 ) -> torch.nn.Module:
     """A StyleGAN2 generator: random weights (seeded) or a rosinality-format checkpoint loaded strictly."""
-
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         g = Generator(
@@ -64,21 +63,12 @@ def clip_model_config(model_config: str | Mapping | None) -> dict | None:
     if model_config is None:
         return None
     if isinstance(model_config, Mapping):
-        return _plain_json(model_config)
+        return plain(model_config)
     path = CLIP_CONFIG_DIR / f"{model_config}.json"
     if not path.is_file():
         known = sorted(p.stem for p in CLIP_CONFIG_DIR.glob("*.json"))
         raise ValueError(f"unknown CLIP model config {model_config!r}; built-in configs: {known}")
     return json.loads(path.read_text())
-
-
-def _plain_json(obj: Any) -> Any:
-    """Nested mappings / sequences (e.g. OmegaConf nodes) as plain dicts / lists."""
-    if isinstance(obj, Mapping):
-        return {str(k): _plain_json(v) for k, v in obj.items()}
-    if isinstance(obj, Sequence) and not isinstance(obj, str | bytes):
-        return [_plain_json(v) for v in obj]
-    return obj
 
 
 def create_clip(

@@ -1,7 +1,9 @@
-"""Nested result dicts (eval.json) as flat ``{"realism/valid_rate": ...}`` maps for loggers and tables."""
+"""Nested dicts: result dicts (eval.json) as flat ``{"realism/valid_rate": ...}`` maps for loggers and tables, and
+config nodes (OmegaConf, as Hydra passes them) as plain dicts / lists."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 
@@ -15,3 +17,12 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def plain(obj: Any) -> Any:
+    """Deep-convert mappings / sequences (e.g. an OmegaConf DictConfig from Hydra) to dicts / lists."""
+    if isinstance(obj, Mapping):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, Sequence) and not isinstance(obj, str | bytes):
+        return [plain(v) for v in obj]
+    return obj

@@ -55,7 +55,6 @@ def export(work: Path, out: Path, cfg: Any, build_command: str) -> None:
     """fp16 assets + report + manifest (sha256 of each file, the build config and command)."""
     out.mkdir(parents=True, exist_ok=True)
     ae = torch.load(work / "autoencoder.pt", map_location="cpu", weights_only=True)
-
     gen = build_generator(cfg.seed)
     gen.load_state_dict(ae["generator"])
     lat = torch.load(work / "latents.pt", map_location="cpu", weights_only=True)
