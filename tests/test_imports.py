@@ -270,7 +270,7 @@ def test_lazy_imports_only_defer_heavy_dependencies():
 
 
 def test_lazy_import_check_sees_a_needless_one(tmp_path):
-    """The check above flags a function-level import of a light module (planted in a copy of a real one)."""
+    """The check above flags a function-level import of a light module (planted in a temporary file)."""
     modules = src_modules()
     path = tmp_path / "planted.py"
     path.write_text("def f():\n    from src.utils.stats import mean_ci\n    return mean_ci\n")
