@@ -114,3 +114,10 @@ def test_toyfaces_domain_has_no_per_prompt_settings():
     offending = [".".join(p) for p in keys(domain) if p[0] not in allowed and set(p) & prompts]
     assert not offending, f"per-prompt settings in conf/domain/toyfaces.yaml: {offending}"
     assert "prompt_negatives" not in domain
+
+
+def test_manifold_guide_adds_the_round_trip_term_to_the_toyfaces_recipe(tmp_path):
+    cfg = compose_train(["+guide=toyfaces_manifold"], tmp_path)
+    total = instantiate(cfg.loss)
+    assert {"manifold", "identity", "pixel_l1", "clip_nce"} <= set(total.terms)
+    assert type(total.terms["manifold"]).__name__ == "ManifoldLoss" and total.terms["manifold"].weight == 15.0

@@ -242,3 +242,27 @@ def test_clip_nce_saturates_once_the_positive_is_likely_enough():
     assert loss.item() == pytest.approx(-math.log(0.05)) and near.grad.abs().max() == 0
     with pytest.raises(ValueError, match="saturate_at"):
         CLIPNCELoss(saturate_at=1.0)
+
+
+def test_manifold_loss_prices_a_painted_streak_above_a_real_face_and_trains_no_net():
+    from src.losses import ManifoldLoss
+    from src.toyworld import assets
+    from src.toyworld.attributes import Attributes
+    from src.toyworld.render import render_batch
+
+    term = ManifoldLoss(assets.load_inverter(), assets.load_generator(), weight=1.0)
+    attrs = [Attributes(ears="round"), Attributes(ears="pointed", hair_color="black")]
+    with torch.no_grad():
+        face = term.generator.synthesis(
+            term.encoder(render_batch(attrs, [5, 6]))
+        )  # on the generator's manifold
+    streak = face.clone()
+    streak[:, :, 4:8, 40:60] = torch.tensor([0.8, 0.6, 0.4])[:, None, None]  # a light bar above the right ear
+    x_hat = torch.cat([face, streak]).requires_grad_(True)
+    txt = text_features(unit(1, 0), unit(0, 1))
+    loss_face = term(ctx_with(x_hat=x_hat[:2], text=txt))
+    loss_streak = term(ctx_with(x_hat=x_hat[2:], text=txt))
+    assert loss_streak > loss_face + 0.005, (loss_face, loss_streak)
+    (loss_face + loss_streak).backward()
+    assert x_hat.grad is not None and x_hat.grad.abs().sum() > 0
+    assert all(not p.requires_grad for p in term.parameters())

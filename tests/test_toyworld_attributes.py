@@ -16,6 +16,7 @@ from src.toyworld.attributes import (
 from src.toyworld.captions import (
     NEUTRAL_CAPTIONS,
     caption,
+    clutter_captions,
     hard_negative,
     hard_negative_captions,
     zero_shot_captions,
@@ -125,3 +126,25 @@ def test_hard_negatives_are_false_and_swap_colours():
     assert 15 < ear_flips < 50, "about 30% of hard negatives name the other ear shape"
     for cf_attr, cf_value in COUNTERFACTUAL_VALUES:
         assert len(hard_negative_captions(a.replace(**{cf_attr: cf_value}), rng, n=3)) == 3
+
+
+NEON_WORDS = ("cyberpunk", "neon")  # the neon templates name the style without its phrase
+
+
+def test_clutter_captions_pair_a_true_value_with_another_value_of_the_same_part():
+    rng = np.random.default_rng(0)
+    named, to_natural = set(), 0
+    for _ in range(300):
+        a = sample_attributes(rng, 0.3)
+        pos, neg, false = clutter_captions(a, rng)
+        (n,) = [n for n in LABEL_ATTRIBUTES if getattr(false, n) != getattr(a, n)]  # one part changed
+        v = getattr(false, n)
+        words = SCHEMA[n].phrases[v] + NEON_WORDS * (v == "neon")
+        said = [any(w in text for w in words) for text in (pos, neg)]
+        assert said == [False, True], (a, pos, neg)  # the negative names it, the caption does not
+        counterfactual = v in SCHEMA[n].counterfactual
+        assert counterfactual != (getattr(a, n) in SCHEMA[n].counterfactual)  # natural <-> counterfactual
+        named.add(n)
+        to_natural += not counterfactual
+    assert named == set(EDIT_ATTRIBUTES)  # every edit attribute is taught, the style included
+    assert to_natural > 10  # a counterfactual part with clutter on it keeps its value too

@@ -375,6 +375,48 @@ def test_robust_clip_views_warp_half_the_batch_and_cast_colours_reproducibly():
     assert torch.equal(d[3:], x[3:]) and not torch.allclose(d[:3], x[:3])
 
 
+def test_clip_tune_stage_fine_tunes_the_clip_stage_clip_and_the_export_ships_it(smoke_assets):
+    work = smoke_assets.parent / "work"
+    tuned = torch.load(work / "clip_tuned.pt", weights_only=True)
+    assert tuned["metrics"]["clip_robust_clutter"] > 0 and tuned["metrics"]["clip_robust_half"] > 0
+    first = torch.load(work / "clip.pt", weights_only=True)["state_dict"]
+    key = "visual.conv1.weight"
+    assert not torch.equal(tuned["state_dict"][key], first[key])  # it trained
+    assert assets.latest_clip(work).name == "clip_hardened.pt"  # the harden stage starts from the tuned one
+    shipped = torch.load(smoke_assets / "clip.pt", weights_only=True)
+    latest = torch.load(assets.latest_clip(work), weights_only=True)["state_dict"]
+    assert torch.equal(shipped[key], latest[key].half())
+
+
+def test_half_edits_change_one_side_of_the_part_only():
+    import numpy as np
+
+    from src.toyworld.attributes import Attributes
+    from src.toyworld.clip_training import half_edits
+    from src.toyworld.render import render_batch
+
+    a = [Attributes(ears="round")] * 4
+    x, pairs = half_edits(a, [11, 12, 13, 14], np.random.default_rng(0))
+    plain = render_batch(a, [11, 12, 13, 14])
+    moved = (x - plain).abs().amax(1) > 0.05  # (N, H, W)
+    w = x.shape[-1]
+    for i in range(4):
+        cols = moved[i].any(0).nonzero().flatten()
+        assert len(cols) and (cols.max() < w // 2 + 4 or cols.min() > w // 2 - 4), pairs[i]  # one side only
+        assert pairs[i][0] != pairs[i][1]
+
+
+def test_clutter_paints_soft_strokes_reproducibly_and_leaves_most_pixels():
+    from src.toyworld.clip_training import clutter
+
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    a = clutter(x, torch.Generator().manual_seed(0))
+    assert torch.equal(a, clutter(x, torch.Generator().manual_seed(0))) and a.shape == x.shape
+    assert a.abs().max() <= 1
+    changed = ((a - x).abs().amax(1) > 1e-3).float().flatten(1).mean(1)  # share of pixels a stroke touched
+    assert (changed > 0).all() and changed.mean() < 0.5  # every image gets a stroke; strokes stay thin
+
+
 def test_calibration_sets_are_reused_only_for_the_same_runs_and_settings(smoke_assets, capsys):
     from src.toyworld.build.config import BuildConfig
     from src.toyworld.build.stages import Builder

@@ -2,7 +2,14 @@
 
 from src.losses.base import LossSum, LossTerm, StepContext, TextFeatures
 from src.losses.clip import CLIPNCELoss, DirectionalCLIPLoss, GlobalCLIPLoss, clip_nce
-from src.losses.regularizers import ConvEmbedder, IdentityLoss, LatentL2Loss, PerceptualLoss, PixelL1Loss
+from src.losses.regularizers import (
+    ConvEmbedder,
+    IdentityLoss,
+    LatentL2Loss,
+    ManifoldLoss,
+    PerceptualLoss,
+    PixelL1Loss,
+)
 
 __all__ = [
     "CLIPNCELoss",
@@ -10,6 +17,7 @@ __all__ = [
     "DirectionalCLIPLoss",
     "GlobalCLIPLoss",
     "IdentityLoss",
+    "ManifoldLoss",
     "LatentL2Loss",
     "LossSum",
     "LossTerm",

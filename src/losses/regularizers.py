@@ -77,6 +77,25 @@ class IdentityLoss(LossTerm):
         return (1 - (self.embed(ctx.need("x_hat")) * src).sum(-1)).mean()
 
 
+class ManifoldLoss(LossTerm):
+    """Mean |x_hat - G(E(x_hat))|: how far the edit lies from what an encoder trained on real images (the e4e
+    analogue) and the generator make of it (not in the paper). A real part change survives the round trip; a
+    shortcut the encoder has never seen (a streak by the ear) does not, so this prices off-manifold edits. Both
+    nets are frozen; the gradient flows through them to x_hat."""
+
+    requires = frozenset({"images"})
+
+    def __init__(self, encoder: nn.Module, generator: nn.Module, weight: float = 1.0):
+        super().__init__(weight)
+        self.encoder, self.generator = freeze(encoder), freeze(generator)
+
+    def forward(self, ctx: StepContext) -> torch.Tensor:
+        x_hat = ctx.need("x_hat")  # (B, 3, H, W)
+        w = self.encoder(x_hat)  # (B, L, D)
+        back = self.generator.synthesis(w)  # (B, 3, H, W)
+        return (x_hat - back).abs().mean()
+
+
 class ConvEmbedder(nn.Module):
     """A small random-weight conv embedder: a stand-in identity backbone for tests and the tiny domain."""
 

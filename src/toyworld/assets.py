@@ -76,12 +76,19 @@ def new_clip_model(seed: int = 0) -> tuple[torch.nn.Module, Any]:
     return model, open_clip.get_tokenizer(CLIP_NAME)
 
 
+def latest_clip(work: Path) -> Path:
+    """The newest CLIP of a build dir: the harden stage's, else the clip_tune stage's, else the clip stage's."""
+    for name in ("clip_hardened.pt", "clip_tuned.pt"):
+        if (work / name).is_file():
+            return work / name
+    return work / "clip.pt"
+
+
 def guiding_clip(work: Path, seed: int = 0) -> torch.nn.Module:
-    """The build's guiding CLIP as a FrozenCLIP: the harden stage's, else the clip stage's."""
+    """The build's guiding CLIP as a FrozenCLIP: the harden stage's, else the clip_tune stage's, else the clip stage's."""
     from src.models.clip import FrozenCLIP
 
-    path = work / "clip_hardened.pt"
-    path = path if path.is_file() else work / "clip.pt"
+    path = latest_clip(work)
     model, tokenizer = new_clip_model(seed)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
     return FrozenCLIP(model, tokenizer)

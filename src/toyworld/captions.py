@@ -148,3 +148,33 @@ def hard_negative(
 def hard_negative_captions(attrs: Attributes, rng: np.random.Generator, n: int = 1) -> list[str]:
     """n hard-negative captions for one face (see hard_negative())."""
     return [hard_negative(attrs, rng)[0] for _ in range(n)]
+
+
+def contrast_captions(
+    attrs: Attributes, false_attrs: Attributes, name: str, rng: np.random.Generator
+) -> tuple[str, str]:
+    """(caption, negative): the same template and parts, naming ``name``'s value in ``attrs`` and in
+    ``false_attrs`` (the style by its phrase), with at most one other part."""
+    extra = [n for n in DESCRIBED if n != name and rng.random() < 0.25][:1]
+    shown = [] if name == "style" else [name]
+    shown += extra if shown or extra else [DESCRIBED[rng.integers(len(DESCRIBED))]]
+    rng.shuffle(shown)
+    style = name == "style"
+    state = rng.bit_generator.state  # the same template and synonyms for the pair: only the value differs
+    pos = _compose(attrs, shown, rng, mention_style=style)
+    rng.bit_generator.state = state
+    return pos, _compose(false_attrs, shown, rng, mention_style=style)
+
+
+def clutter_captions(attrs: Attributes, rng: np.random.Generator) -> tuple[str, str, Attributes]:
+    """(caption, negative, the attributes the negative describes) for a face with clutter painted on it: the
+    caption names one edit attribute's true value, the negative another value of it (a counterfactual one for a
+    natural value, a natural one for a counterfactual value), so a stroke by the ears stays "round ears", not
+    "elf ears", and a stroke on elf ears does not make them round. The attribute is drawn uniformly among the
+    edit attributes (style included)."""
+    names = (*DESCRIBED[:-1], "style")
+    name = names[rng.integers(len(names))]
+    spec, value = SCHEMA[name], getattr(attrs, name)
+    others = spec.natural if value in spec.counterfactual else spec.counterfactual
+    false_attrs = attrs.replace(**{name: others[rng.integers(len(others))]})
+    return (*contrast_captions(attrs, false_attrs, name, rng), false_attrs)

@@ -12,9 +12,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.toyworld.attributes import SCHEMA, Attributes, uniform_rates
-from src.toyworld.captions import caption, hard_negative_captions
+from src.toyworld.captions import caption, clutter_captions, contrast_captions, hard_negative_captions
 from src.toyworld.pool import RenderPool
+from src.toyworld.render import render_batch
 from src.toyworld.training import Progress, Resumable, cosine_lr
+
+PAIRED = ("ears", "eyebrow_color", "iris_color")  # parts drawn on both sides of the face
 
 
 def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, n_pos: int) -> torch.Tensor:
@@ -44,6 +47,67 @@ def robust_views(
     return x
 
 
+def clutter(x: torch.Tensor, g: torch.Generator, max_strokes: int = 3) -> torch.Tensor:
+    """Images (B, 3, H, W) in [-1, 1] with 1..``max_strokes`` soft strokes painted on each: tapered segments
+    (short ones are blobs) of random angle, width, opacity and blur. Half are smears: they start at a random
+    pixel, in its colour (skin drawn out of the head, hair into the background); the rest lie anywhere, in a
+    random colour. Real CLIP saw lines and blotches that are not ears on the web; a toy CLIP that never did
+    reads a light wedge drawn out of the head as a pointed ear (docs/guide.md)."""
+    b, _, h, w = x.shape
+    u = lambda *s: torch.rand(b, max_strokes, *s, generator=g)  # noqa: E731
+    on = (torch.arange(max_strokes) < torch.randint(1, max_strokes + 1, (b, 1), generator=g)).float()
+    yi, xi = torch.randint(h, (b, max_strokes), generator=g), torch.randint(w, (b, max_strokes), generator=g)
+    smear = u(1) < 0.5
+    own = x[torch.arange(b)[:, None], :, yi, xi]  # (B, S, 3)
+    colour = torch.where(smear, own, 2 * u(3) - 1) + 0.1 * torch.randn(b, max_strokes, 3, generator=g)
+    p0 = torch.where(smear, torch.stack([xi, yi], -1) + 0.5, u(2) * torch.tensor([w, h]))  # (B, S, 2)
+    angle = u() * 2 * math.pi
+    d = (u() * 0.6 * h)[..., None] * torch.stack([angle.cos(), angle.sin()], -1)  # (B, S, 2)
+    width, taper = (0.015 + 0.055 * u()) * h, u()
+    soft, opacity = 0.3 + 1.2 * u(), (0.25 + 0.75 * u()) * on
+    yy, xx = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    rel = torch.stack([xx, yy], -1)[None, None] - p0[:, :, None, None]  # (B, S, H, W, 2)
+    dd = d[:, :, None, None]
+    t = ((rel * dd).sum(-1) / (dd.pow(2).sum(-1) + 1e-6)).clamp(0, 1)  # (B, S, H, W): place along the stroke
+    dist = (rel - t[..., None] * dd).norm(dim=-1)
+    radius = width[..., None, None] / 2 * (1 - taper[..., None, None] * t)
+    alpha = opacity[..., None, None] * torch.sigmoid((radius - dist) / soft[..., None, None])
+    for s in range(max_strokes):
+        a = alpha[:, s, None]
+        x = x * (1 - a) + colour[:, s, :, None, None].clamp(-1, 1) * a
+    return x
+
+
+def half_edits(
+    attrs: list[Attributes], seeds: list[int], rng: np.random.Generator
+) -> tuple[torch.Tensor, list[tuple[str, str]]]:
+    """Faces (N, 3, H, W) with a counterfactual value on ONE side of a paired part (one pointed ear, one purple
+    eyebrow, one red eye) and the natural value on the other, with (caption, negative) pairs: the natural
+    value against the counterfactual one. The world's rule reads such a face as not edited (both sides must
+    change); without these the toy CLIP reads one pointed ear as elf ears."""
+    natural, edited, names = [], [], []
+    for a in attrs:
+        name = PAIRED[rng.integers(len(PAIRED))]
+        spec = SCHEMA[name]
+        keep = getattr(a, name)
+        keep = keep if keep in spec.natural else spec.natural[rng.integers(len(spec.natural))]
+        natural.append(a.replace(**{name: keep}))
+        edited.append(a.replace(**{name: spec.counterfactual[rng.integers(len(spec.counterfactual))]}))
+        names.append(name)
+    xn, mn = render_batch(natural, seeds, return_masks=True)
+    xe, me = render_batch(edited, seeds, return_masks=True)
+    region = torch.stack(
+        [torch.stack([mn[r][i] | me[r][i] for r in SCHEMA[n].regions]).any(0) for i, n in enumerate(names)]
+    )  # (N, H, W): the part on either render
+    xs = torch.arange(region.shape[-1]).float() + 0.5
+    cx = (region * xs).sum((1, 2)) / region.sum((1, 2)).clamp(min=1)  # the part's x-centroid
+    side = (xs[None] < cx[:, None]) ^ torch.from_numpy(rng.random(len(attrs)) < 0.5)[:, None]  # (N, W)
+    near = F.max_pool2d(region[:, None].float(), 3, 1, 1)[:, 0] > 0  # one pixel more: anti-aliased edges
+    take = (near & side[:, None, :])[:, None]
+    pairs = [contrast_captions(n_, e_, n, rng) for n_, e_, n in zip(natural, edited, names)]
+    return torch.where(take, xe, xn), pairs
+
+
 def train_clip(
     model: nn.Module,
     tokenizer: Callable,
@@ -57,6 +121,8 @@ def train_clip(
     robust_perspective: float = 0.5,
     robust_colour: float = 0.08,
     robust_colour_grid: int = 1,
+    robust_clutter: float = 0.0,
+    robust_half: float = 0.0,
     bf16: bool = True,
     pool_size: int = 8192,
     resume_path: str | None = None,
@@ -69,7 +135,10 @@ def train_clip(
     batch warped by a random perspective (up to ``robust_perspective``, the method's own views) and every
     image under a random colour cast (per-channel gain 1 +- ``robust_colour`` on a ``robust_colour_grid``
     grid, see ``robust_views``). Real CLIP saw such variation
-    on the web; without it the toy CLIP reads a faint whole-face tint as "green lipstick".
+    on the web; without it the toy CLIP reads a faint whole-face tint as "green lipstick". A share
+    ``robust_clutter`` of those images gets strokes painted on (``clutter``), captioned by ``clutter_captions``:
+    a part's true value against another value as the hard negative; a share ``robust_half`` are ``half_edits``
+    (one pointed ear is not elf ears).
     """
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 31])
@@ -114,13 +183,24 @@ def train_clip(
         pool.refresh(batch // 4)
         idx = torch.randint(len(pool), (batch,), generator=g)
         x = pool.images[idx].float() / 127.5 - 1.0
+        attrs: list[Attributes] = [pool.attrs[i] for i in idx.tolist()]
+        n_half = int(round(batch * robust_half)) if step >= steps else 0
+        n_clutter = int(round(batch * robust_clutter)) if step >= steps else 0
+        plain, cut = batch - n_half - n_clutter, batch - n_half  # [plain | clutter | half edits]
+        half_pairs: list[tuple[str, str]] = []
+        if n_half:
+            xh, half_pairs = half_edits(attrs[cut:], [pool.seeds[i] for i in idx[cut:].tolist()], rng)
+            x = torch.cat([x[:cut], xh])
         if step >= steps:
             x = robust_views(x, g, warp, robust_colour, robust_colour_grid)
+            x = torch.cat([x[:plain], clutter(x[plain:cut], g), x[cut:]])
         x = x + 0.02 * torch.randn(x.shape, generator=g)  # mild noise
-        attrs: list[Attributes] = [pool.attrs[i] for i in idx.tolist()]
-        texts = [caption(a, rng) for a in attrs]
+        texts = [caption(a, rng) for a in attrs[:plain]]
+        pairs = [clutter_captions(a, rng)[:2] for a in attrs[plain:cut]] + half_pairs
+        texts += [p for p, _ in pairs]
         for a in attrs[: batch * hard_negatives // 2]:
             texts += hard_negative_captions(a, rng, n=1)
+        texts += [n for _, n in pairs]
         tokens = tokenizer(texts)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             img = F.normalize(model.encode_image(preprocess(x)).float(), dim=-1)
@@ -137,5 +217,7 @@ def train_clip(
     return {
         "clip_steps": float(steps),
         "clip_robust_steps": float(robust_steps),
+        "clip_robust_clutter": float(robust_clutter),
+        "clip_robust_half": float(robust_half),
         "clip_attributes": float(len(SCHEMA)),
     }

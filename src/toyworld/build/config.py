@@ -25,6 +25,11 @@ class BuildConfig:
     clip_robust_perspective: float = 0.5
     clip_robust_colour: float = 0.08
     clip_robust_colour_grid: int = 1  # 1: one colour cast per image; k: smooth local casts on a k x k grid
+    # the clip_tune stage: the CLIP fine-tuned with clutter strokes and one-sided edits painted on a share of each batch
+    # (train_clip's robust_clutter / robust_half; docs/guide.md); 0 steps: the clip stage's CLIP as it is
+    clip_tune_steps: int = 0
+    clip_tune_clutter: float = 0.35
+    clip_tune_half: float = 0.2
     # adversarial training of the CLIP through the generator (src.toyworld.build.hardening; 0: the CLIP as trained). Off:
     # at 170-380 steps it did not stop make train's streak (fooled 0.97-1.00, faithful 0.00; docs/guide.md), so the
     # shipped CLIP is the clip stage's; --set harden_steps=400 runs it
@@ -107,6 +112,7 @@ class BuildConfig:
             oracle_batch=16,
             clip_steps=3,
             clip_robust_steps=2,
+            clip_tune_steps=2,
             clip_batch=8,
             ae_steps=3,
             ae_tune_steps=2,

@@ -19,6 +19,7 @@ from src.models.weights import save_atomic
 from src.toyworld.assets import (
     ASSET_DIR,
     CLIP_NAME,
+    latest_clip,
     load,
     load_clip,
     load_identity,
@@ -74,11 +75,7 @@ def export(work: Path, out: Path, cfg: Any, build_command: str) -> None:
     state["width"] = torch.tensor(identity["state_dict"]["body.0.weight"].shape[0])
     state["dim"] = torch.tensor(identity["state_dict"]["head.weight"].shape[0])
     torch.save(state, out / "identity.pt")
-    hardened = work / "clip_hardened.pt"  # the harden stage's CLIP, when the build has one
-    clip = torch.load(
-        hardened if hardened.is_file() else work / "clip.pt", map_location="cpu", weights_only=True
-    )
-    clip = clip["state_dict"]
+    clip = torch.load(latest_clip(work), map_location="cpu", weights_only=True)["state_dict"]
     ids = used_token_ids()
     emb = clip.pop("token_embedding.weight")
     clip = _fp16(clip)
@@ -134,13 +131,13 @@ def unpack_to_work(work: Path, asset_dir: Path | str = ASSET_DIR) -> list[str]:
     put("oracle.pt", lambda: {"state_dict": f32(load_oracle(str(asset_dir)).state_dict())})
     put("clip.pt", lambda: {"state_dict": load_clip(str(asset_dir)).model.state_dict()})
     built = Path(asset_dir) / "build_config.json"
-    if (
-        built.is_file() and json.loads(built.read_text()).get("harden_steps", 0) > 0
-    ):  # the shipped CLIP is hardened
-        put(
-            "clip_hardened.pt",
-            lambda: {"state_dict": load_clip(str(asset_dir)).model.state_dict(), "metrics": {}},
-        )
+    built = json.loads(built.read_text()) if built.is_file() else {}
+    for stage_file, knob in (("clip_tuned.pt", "clip_tune_steps"), ("clip_hardened.pt", "harden_steps")):
+        if built.get(knob, 0) > 0:  # the shipped CLIP is that stage's: mark it done, so it is not tuned twice
+            put(
+                stage_file,
+                lambda: {"state_dict": load_clip(str(asset_dir)).model.state_dict(), "metrics": {}},
+            )
 
     def identity() -> dict[str, Any]:
         report = load_report(str(asset_dir)) if "report.json" in shipped else {}

@@ -1,6 +1,7 @@
 """Build the toyfaces world from nothing but the renderer: ``python -m src.toyworld.build [--smoke]``.
 
-Stages (each resumable; finished stages are skipped): oracle -> clip -> autoencoder (toy StyleGAN2 +
+Stages (each resumable; finished stages are skipped): oracle -> clip -> clip_tune (clutter and one-sided edits
+painted on, captioned by what they show) -> autoencoder (toy StyleGAN2 +
 inverter) -> identity (the toy ArcFace of the identity loss) -> latents (natural renders inverted by the
 inverter + a few steps of W+ optimisation; a random-latent sampler) -> harden (the CLIP trained against shortcut
 edits mined through the generator, labelled by the region rule) -> calibrate (the oracle fine-tuned on
@@ -40,7 +41,7 @@ from src.toyworld.render import render_batch
 from src.toyworld.training import invert, refine, train_autoencoder
 
 STAGES = (
-    "oracle", "clip", "autoencoder", "identity", "latents", "harden", "calibrate", "dense", "report", "export"
+    "oracle", "clip", "clip_tune", "autoencoder", "identity", "latents", "harden", "calibrate", "dense", "report", "export"
 )  # fmt: skip
 # opt-in stages (never in the default run): ceilings = recompute the report's ideal-edit ceilings alone, after a
 # change of the judge (--from-assets --stages ceilings,export: minutes, where the report stage takes about an hour)
@@ -98,6 +99,23 @@ class Builder:
             progress=self.progress,
         )
         torch.save({"state_dict": model.state_dict(), "metrics": metrics}, self.path("clip.pt"))
+
+    def stage_clip_tune(self) -> None:
+        c = self.cfg
+        model, tokenizer = assets.new_clip_model(c.seed)
+        model.load_state_dict(
+            torch.load(self.path("clip.pt"), map_location="cpu", weights_only=True)["state_dict"]
+        )
+        cfg = assets.clip_preprocess_cfg(model)
+        preprocess = lambda x: clip_preprocess(x, cfg["size"], cfg["mean"], cfg["std"])  # noqa: E731
+        metrics = train_clip(
+            model, tokenizer, preprocess, 0, c.clip_batch, c.clip_lr, seed=c.seed + 1,
+            robust_steps=c.clip_tune_steps, robust_perspective=c.clip_robust_perspective,
+            robust_colour=c.clip_robust_colour, robust_colour_grid=c.clip_robust_colour_grid,
+            robust_clutter=c.clip_tune_clutter, robust_half=c.clip_tune_half, pool_size=c.pool_size,
+            resume_path=str(self.path("clip_tune.resume.pt")), progress=self.progress,
+        )  # fmt: skip
+        torch.save({"state_dict": model.state_dict(), "metrics": metrics}, self.path("clip_tuned.pt"))
 
     def stage_autoencoder(self) -> None:
         c = self.cfg
@@ -227,6 +245,7 @@ class Builder:
         marker = {
             "oracle": "oracle.pt",
             "clip": "clip.pt",
+            "clip_tune": "clip_tuned.pt",
             "autoencoder": "autoencoder.pt",
             "identity": "identity.pt",
             "latents": "latents.pt",
@@ -235,7 +254,9 @@ class Builder:
             "dense": "dense.pt",
             "report": "report.json",
         }.get(stage)
-        if stage == "dense" and not self.cfg.calib_dense.strip():
+        if (stage == "dense" and not self.cfg.calib_dense.strip()) or (
+            stage == "clip_tune" and self.cfg.clip_tune_steps <= 0
+        ):
             return True
         return marker is not None and self.path(marker).is_file()
 

@@ -1,0 +1,83 @@
+"""Probe: the shipped toy CLIP fine-tuned on renders with clutter strokes painted on (``train_clip``'s
+``robust_clutter``), captioned with the part's true value against a counterfactual negative, then written as a
+full asset dir (the shipped assets with this clip.pt, manifest updated) for ``domain.asset_dir`` (docs/guide.md).
+
+Resumable, one thread. Usage:
+  python experiments/probes/clutter_clip.py [--steps 800] [--clutter 0.5] [--out outputs/clutter]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+
+def zero_shot_fn():
+    spec = importlib.util.spec_from_file_location("cet", Path(__file__).parent / "clip_ensemble_train.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.zero_shot
+
+
+def write_assets(state: dict, out: Path) -> Path:
+    """The shipped asset dir with ``state`` as clip.pt (the export's format) and the manifest's sha256 updated."""
+    from src.toyworld import assets
+
+    dst = out / "assets"
+    if dst.exists():
+        shutil.rmtree(dst)
+    shutil.copytree(assets.ASSET_DIR, dst)
+    state = dict(state)
+    shipped = torch.load(dst / "clip.pt", map_location="cpu", weights_only=True)
+    ids = shipped["token_embedding.ids"].long()
+    emb = state.pop("token_embedding.weight")
+    clip = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+    clip["token_embedding.rows"], clip["token_embedding.ids"] = emb[ids].half(), ids.int()
+    torch.save(clip, dst / "clip.pt")
+    man = json.loads((dst / "manifest.json").read_text())
+    man["files"]["clip.pt"]["sha256"] = assets.sha256(dst / "clip.pt")
+    (dst / "manifest.json").write_text(json.dumps(man, indent=1))
+    return dst
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--clutter", type=float, default=0.5)
+    p.add_argument("--half", type=float, default=0.0)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="outputs/clutter")
+    a = p.parse_args()
+    torch.set_num_threads(1)
+    from src.models.clip import clip_preprocess
+    from src.toyworld import assets
+    from src.toyworld.clip_training import train_clip
+
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model, tokenizer = assets.new_clip_model(0)
+    model.load_state_dict(assets.load_clip().model.state_dict())
+    model.requires_grad_(True)
+    cfg = assets.clip_preprocess_cfg(model)
+    pre = lambda x: clip_preprocess(x, cfg["size"], cfg["mean"], cfg["std"])  # noqa: E731
+    t = time.perf_counter()
+    metrics = train_clip(
+        model, tokenizer, pre, 0, 128, a.lr, seed=a.seed + 1, robust_steps=a.steps, robust_perspective=0.5,
+        robust_colour=0.08, robust_colour_grid=1, robust_clutter=a.clutter, robust_half=a.half, resume_path=str(out / "clip.resume.pt"),
+    )  # fmt: skip
+    metrics["seconds"] = time.perf_counter() - t
+    dst = write_assets(model.state_dict(), out)
+    zs = zero_shot_fn()(assets.load_clip(str(dst)))
+    (out / "clip.json").write_text(json.dumps({"metrics": metrics, "zero_shot": zs, **vars(a)}, indent=1))
+    print(json.dumps({"zero_shot": zs, "seconds": metrics["seconds"]}))
+
+
+if __name__ == "__main__":
+    main()
