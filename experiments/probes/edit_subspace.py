@@ -55,6 +55,26 @@ def reads(module, gen, w, attrs, seeds, target) -> dict[str, float]:
     }
 
 
+def load_edits(ckpt: str, faces: int, steps: int = 100) -> dict:
+    """A run's first ``faces`` test faces: its module and target, the source latents ``w``, their attributes and
+    seeds, the source and ideal renders, and the W+ latents of the run's edit and of a fair ideal edit."""
+    module, cfg, _ = load_run(ckpt)
+    module.eval()
+    target = tuple(cfg.domain.edits[cfg.prompt.name])
+    test = assets.load_latents("test")
+    w = test["latents"][:faces]
+    attrs = [Attributes.decode(v.numpy()) for v in test["labels"][:faces]]
+    seeds = test["seeds"][:faces].tolist()
+    attribute, value = target
+    with torch.no_grad():
+        source = render_batch(attrs, seeds)
+        ideal = render_batch([a.replace(**{attribute: value}) for a in attrs], seeds)
+        edit = module.edit(w)
+    fair = fair_ideal(module.generator, w, ideal, changed_region(ideal, source), steps=steps)
+    return {"module": module, "target": target, "w": w, "attrs": attrs, "seeds": seeds, "source": source,
+            "ideal": ideal, "edit": edit, "fair_ideal": fair}  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("ckpt")
@@ -63,22 +83,12 @@ def main() -> None:
     p.add_argument("--json", default=None)
     args = p.parse_args()
     torch.set_num_threads(1)
-    module, cfg, _ = load_run(args.ckpt)
-    module.eval()
-    gen = module.generator
-    target = tuple(cfg.domain.edits[cfg.prompt.name])
+    run = load_edits(args.ckpt, args.faces, args.steps)
+    module, target, w, attrs, seeds = (run[k] for k in ("module", "target", "w", "attrs", "seeds"))
+    gen, k = module.generator, len(w)
     basis = principal_basis(assets.load_latents("train")["latents"])
-    test = assets.load_latents("test")
-    k = args.faces
-    w = test["latents"][:k]
-    attrs = [Attributes.decode(v.numpy()) for v in test["labels"][:k]]
-    seeds = test["seeds"][:k].tolist()
-    attribute, value = target
-    with torch.no_grad():
-        source = render_batch(attrs, seeds)
-        ideal = render_batch([a.replace(**{attribute: value}) for a in attrs], seeds)
-        delta_edit = module.edit(w) - w
-    delta_ideal = fair_ideal(gen, w, ideal, changed_region(ideal, source), steps=args.steps) - w
+    delta_edit, delta_ideal = run["edit"] - w, run["fair_ideal"] - w
+    source, ideal = run["source"], run["ideal"]
     with (
         torch.no_grad()
     ):  # the inverter's move from the source render to the ideal one: latents of real faces

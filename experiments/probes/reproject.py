@@ -9,17 +9,15 @@ Usage: python experiments/probes/reproject.py <run>/checkpoints/last.ckpt [--fac
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+from pathlib import Path
 
 import torch
 
-from src.eval import load_run
-from src.evaluation.guide import fair_ideal
 from src.toyworld import assets
-from src.toyworld.attributes import SCHEMA, Attributes
-from src.toyworld.judge.rule import changed_region
+from src.toyworld.attributes import SCHEMA
 from src.toyworld.judge.shortcuts import clip_reads, rule_reads
-from src.toyworld.render import render_batch
 from src.toyworld.training import decode, invert
 
 
@@ -27,7 +25,10 @@ def reads(clip, x, attrs, seeds, target) -> dict[str, float]:
     attribute, value = target
     rule = torch.tensor([getattr(a, attribute) == value for a in rule_reads(x, attrs, seeds, target)])
     read = clip_reads(clip, x, attribute) == SCHEMA[attribute].index(value)
-    return {k: round(v.float().mean().item(), 3) for k, v in (("rule", rule), ("clip", read), ("fooled", read & ~rule))}
+    return {
+        k: round(v.float().mean().item(), 3)
+        for k, v in (("rule", rule), ("clip", read), ("fooled", read & ~rule))
+    }
 
 
 def main() -> None:
@@ -38,21 +39,13 @@ def main() -> None:
     p.add_argument("--grid", default=None)
     args = p.parse_args()
     torch.set_num_threads(1)
-    module, cfg, _ = load_run(args.ckpt)
-    module.eval()
+    spec = importlib.util.spec_from_file_location("edit_subspace", Path(__file__).parent / "edit_subspace.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    run = probe.load_edits(args.ckpt, args.faces, args.steps)
+    module, target, w, attrs, seeds = (run[k] for k in ("module", "target", "w", "attrs", "seeds"))
     gen, inv = module.generator, assets.load_inverter()
-    target = tuple(cfg.domain.edits[cfg.prompt.name])
-    test = assets.load_latents("test")
-    k = args.faces
-    w = test["latents"][:k]
-    attrs = [Attributes.decode(v.numpy()) for v in test["labels"][:k]]
-    seeds = test["seeds"][:k].tolist()
-    attribute, value = target
-    with torch.no_grad():
-        source = render_batch(attrs, seeds)
-        ideal = render_batch([a.replace(**{attribute: value}) for a in attrs], seeds)
-        w_edit = module.edit(w)
-    w_fair = fair_ideal(gen, w, ideal, changed_region(ideal, source), steps=args.steps)
+    w_edit, w_fair = run["edit"], run["fair_ideal"]
     rows, images = {}, []
     with torch.no_grad():
         for name, lat in (("source", w), ("edit", w_edit), ("fair_ideal", w_fair)):
