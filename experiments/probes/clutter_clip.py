@@ -28,17 +28,13 @@ def zero_shot_fn():
 def write_assets(state: dict, out: Path) -> Path:
     """The shipped asset dir with ``state`` as clip.pt (the export's format) and the manifest's sha256 updated."""
     from src.toyworld import assets
+    from src.toyworld.build.export import pack_clip
 
     dst = out / "assets"
     if dst.exists():
         shutil.rmtree(dst)
     shutil.copytree(assets.ASSET_DIR, dst)
-    state = dict(state)
-    shipped = torch.load(dst / "clip.pt", map_location="cpu", weights_only=True)
-    ids = shipped["token_embedding.ids"].long()
-    emb = state.pop("token_embedding.weight")
-    clip = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
-    clip["token_embedding.rows"], clip["token_embedding.ids"] = emb[ids].half(), ids.int()
+    clip = pack_clip(state)
     torch.save(clip, dst / "clip.pt")
     man = json.loads((dst / "manifest.json").read_text())
     man["files"]["clip.pt"]["sha256"] = assets.sha256(dst / "clip.pt")

@@ -52,6 +52,17 @@ def used_token_ids() -> torch.Tensor:
     return torch.unique(tokens)
 
 
+def pack_clip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A trained toy CLIP's state dict in the asset format: fp16, the token embedding kept for the vocabulary's rows
+    only (``token_embedding.rows`` / ``.ids``; ``load_clip`` restores the full table)."""
+    state = dict(state)
+    ids = used_token_ids()
+    emb = state.pop("token_embedding.weight")
+    clip = _fp16(state)
+    clip["token_embedding.rows"], clip["token_embedding.ids"] = emb[ids].half(), ids.int()
+    return clip
+
+
 def export(work: Path, out: Path, cfg: Any, build_command: str) -> None:
     """fp16 assets + report + manifest (sha256 of each file, the build config and command)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -75,11 +86,7 @@ def export(work: Path, out: Path, cfg: Any, build_command: str) -> None:
     state["width"] = torch.tensor(identity["state_dict"]["body.0.weight"].shape[0])
     state["dim"] = torch.tensor(identity["state_dict"]["head.weight"].shape[0])
     torch.save(state, out / "identity.pt")
-    clip = torch.load(latest_clip(work), map_location="cpu", weights_only=True)["state_dict"]
-    ids = used_token_ids()
-    emb = clip.pop("token_embedding.weight")
-    clip = _fp16(clip)
-    clip["token_embedding.rows"], clip["token_embedding.ids"] = emb[ids].half(), ids.int()
+    clip = pack_clip(torch.load(latest_clip(work), map_location="cpu", weights_only=True)["state_dict"])
     torch.save(clip, out / "clip.pt")
     torch.save(
         {

@@ -18,6 +18,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -47,6 +48,19 @@ STAGES = (
 # change of the judge (--from-assets --stages ceilings,export: minutes, where the report stage takes about an hour)
 # robustness = the report's held-out fooled rates of the guiding CLIP alone (after a new harden stage)
 EXTRA_STAGES = ("ceilings", "robustness")
+# the file each stage writes when it is done (the stages not listed write none, or only into the report / assets)
+STAGE_FILES = {
+    "oracle": "oracle.pt",
+    "clip": "clip.pt",
+    "clip_tune": "clip_tuned.pt",
+    "autoencoder": "autoencoder.pt",
+    "identity": "identity.pt",
+    "latents": "latents.pt",
+    "harden": "clip_hardened.pt",
+    "calibrate": "oracle_calibrated.pt",
+    "dense": "dense.pt",
+    "report": "report.json",
+}
 
 
 def scenes(n: int, seed: int, natural: bool, rate: float) -> tuple[list, list[int]]:
@@ -78,27 +92,33 @@ class Builder:
         for stale in self.work.glob("oracle_w*.pt"):  # calib_ensemble's members are retrained with it
             stale.unlink()
 
-    def stage_clip(self) -> None:
-        model, tokenizer = assets.new_clip_model(self.cfg.seed)
+    def train_clip_stage(
+        self,
+        stage: str,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        steps: int,
+        robust_steps: int,
+        seed: int,
+        **extra: Any,
+    ) -> None:
+        """Train ``model`` with the build's CLIP settings, resumable from ``<stage>.resume.pt`` (which a forced run
+        deletes), and save it as the stage's output file."""
+        c = self.cfg
         cfg = assets.clip_preprocess_cfg(model)
         preprocess = lambda x: clip_preprocess(x, cfg["size"], cfg["mean"], cfg["std"])  # noqa: E731
         metrics = train_clip(
-            model,
-            tokenizer,
-            preprocess,
-            self.cfg.clip_steps,
-            self.cfg.clip_batch,
-            self.cfg.clip_lr,
-            seed=self.cfg.seed,
-            robust_steps=self.cfg.clip_robust_steps,
-            robust_perspective=self.cfg.clip_robust_perspective,
-            robust_colour=self.cfg.clip_robust_colour,
-            robust_colour_grid=self.cfg.clip_robust_colour_grid,
-            pool_size=self.cfg.pool_size,
-            resume_path=str(self.path("clip.resume.pt")),
-            progress=self.progress,
-        )
-        torch.save({"state_dict": model.state_dict(), "metrics": metrics}, self.path("clip.pt"))
+            model, tokenizer, preprocess, steps, c.clip_batch, c.clip_lr, seed=seed, robust_steps=robust_steps,
+            robust_perspective=c.clip_robust_perspective, robust_colour=c.clip_robust_colour,
+            robust_colour_grid=c.clip_robust_colour_grid, pool_size=c.pool_size,
+            resume_path=str(self.path(f"{stage}.resume.pt")), progress=self.progress, **extra,
+        )  # fmt: skip
+        torch.save({"state_dict": model.state_dict(), "metrics": metrics}, self.path(STAGE_FILES[stage]))
+
+    def stage_clip(self) -> None:
+        c = self.cfg
+        model, tokenizer = assets.new_clip_model(c.seed)
+        self.train_clip_stage("clip", model, tokenizer, c.clip_steps, c.clip_robust_steps, c.seed)
 
     def stage_clip_tune(self) -> None:
         c = self.cfg
@@ -106,16 +126,10 @@ class Builder:
         model.load_state_dict(
             torch.load(self.path("clip.pt"), map_location="cpu", weights_only=True)["state_dict"]
         )
-        cfg = assets.clip_preprocess_cfg(model)
-        preprocess = lambda x: clip_preprocess(x, cfg["size"], cfg["mean"], cfg["std"])  # noqa: E731
-        metrics = train_clip(
-            model, tokenizer, preprocess, 0, c.clip_batch, c.clip_lr, seed=c.seed + 1,
-            robust_steps=c.clip_tune_steps, robust_perspective=c.clip_robust_perspective,
-            robust_colour=c.clip_robust_colour, robust_colour_grid=c.clip_robust_colour_grid,
-            robust_clutter=c.clip_tune_clutter, robust_half=c.clip_tune_half, pool_size=c.pool_size,
-            resume_path=str(self.path("clip_tune.resume.pt")), progress=self.progress,
+        self.train_clip_stage(
+            "clip_tune", model, tokenizer, 0, c.clip_tune_steps, c.seed + 1,
+            robust_clutter=c.clip_tune_clutter, robust_half=c.clip_tune_half,
         )  # fmt: skip
-        torch.save({"state_dict": model.state_dict(), "metrics": metrics}, self.path("clip_tuned.pt"))
 
     def stage_autoencoder(self) -> None:
         c = self.cfg
@@ -242,18 +256,7 @@ class Builder:
 
     # ---- driver -----------------------------------------------------------------------------------------
     def done(self, stage: str) -> bool:
-        marker = {
-            "oracle": "oracle.pt",
-            "clip": "clip.pt",
-            "clip_tune": "clip_tuned.pt",
-            "autoencoder": "autoencoder.pt",
-            "identity": "identity.pt",
-            "latents": "latents.pt",
-            "harden": "clip_hardened.pt",
-            "calibrate": "oracle_calibrated.pt",
-            "dense": "dense.pt",
-            "report": "report.json",
-        }.get(stage)
+        marker = STAGE_FILES.get(stage)
         if (stage == "dense" and not self.cfg.calib_dense.strip()) or (
             stage == "clip_tune" and self.cfg.clip_tune_steps <= 0
         ):
