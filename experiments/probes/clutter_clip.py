@@ -1,9 +1,10 @@
 """Probe: the shipped toy CLIP fine-tuned on renders with clutter strokes painted on (``train_clip``'s
-``robust_clutter``), captioned with the part's true value against a counterfactual negative, then written as a
+``robust_clutter``) and one-sided edits (``robust_half``), each captioned with a part's true value against another
+value of it as the negative, then written as a
 full asset dir (the shipped assets with this clip.pt, manifest updated) for ``domain.asset_dir`` (docs/guide.md).
 
 Resumable, one thread. Usage:
-  python experiments/probes/clutter_clip.py [--steps 800] [--clutter 0.5] [--out outputs/clutter]
+  python experiments/probes/clutter_clip.py [--steps 800] [--clutter 0.5] [--half 0] [--out outputs/clutter]
 """
 
 from __future__ import annotations
