@@ -97,3 +97,34 @@ def test_mined_and_heldout_texts_are_disjoint_and_every_value_and_attack_is_cove
     assert HELDOUT_TEMPLATE.format("elf ears") in texts_for("ears", "pointed", held_out=True)
     assert {loss for loss, _ in ATTACKS} == {"clip_nce", "directional", "global"}
     assert {views for _, views in ATTACKS} == {"perspective", "affine", "crop", "none"}
+
+
+def test_an_attack_pays_its_image_prior_and_the_prior_steers_it():
+    """attack_loss adds prior(x_hat) to the run's loss (the harden probe's round trip), and an Attack with a
+    prior that charges every change moves its latents less than the same attack without it."""
+    from src.models.factory import create_clip, create_generator
+    from src.toyworld.judge.shortcuts import Attack, AttackSpec, attack_loss, make_views, text_features
+
+    torch.manual_seed(0)
+    clip = create_clip("cfclip-tiny", model_config="tiny")
+    gen = create_generator(
+        size=16, style_dim=32, n_mlp=1, channel_multiplier=1, channel_max=32
+    ).requires_grad_(False)
+    w = torch.randn(2, gen.n_latent, 32)
+    x = gen.synthesis(w)
+    spec = AttackSpec("clip_nce", "none", "ears", "pointed", "a photo of a face with elf ears")
+    feats, views = text_features(clip, spec.text, ["{}"]), make_views("none", 1)
+    w_hat = w + 0.1
+    x_hat = gen.synthesis(w_hat)
+    base = attack_loss(clip, spec, feats, views, w, w_hat, x, x_hat)
+    priced = attack_loss(
+        clip, spec, feats, views, w, w_hat, x, x_hat, prior=lambda y: 100 * (y - x).abs().mean()
+    )
+    assert torch.allclose(priced - base, 100 * (x_hat - x).abs().mean())
+    moved = []
+    for prior in (None, lambda y: 1e3 * (y - x).abs().mean()):
+        attack = Attack(spec, w, prior=prior)
+        for _ in range(3):
+            attack.step(gen, clip, feats, views, x)
+        moved.append((attack.images(gen) - x).abs().mean().item())
+    assert moved[1] < moved[0]

@@ -3,8 +3,13 @@
 value of it as the negative, then written as a
 full asset dir (the shipped assets with this clip.pt, manifest updated) for ``domain.asset_dir`` (docs/guide.md).
 
+With ``--from-clip`` it tunes another open_clip state dict instead (the second CLIP of ``clip_ensemble_train.py``,
+``--arch``) and writes ``<out>/clip.pt`` in that file's format (for ``+guide=toyfaces_pair
+domain.extra_clips.0.checkpoint=<out>/clip.pt``), not an asset dir.
+
 Resumable, one thread. Usage:
   python experiments/probes/clutter_clip.py [--steps 800] [--clutter 0.5] [--half 0] [--out outputs/clutter]
+      [--from-clip outputs/clip_ensemble/clip_resnet.pt --arch resnet]
 """
 
 from __future__ import annotations
@@ -19,11 +24,11 @@ from pathlib import Path
 import torch
 
 
-def zero_shot_fn():
+def ensemble_train():
     spec = importlib.util.spec_from_file_location("cet", Path(__file__).parent / "clip_ensemble_train.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    return mod.zero_shot
+    return mod
 
 
 def write_assets(state: dict, out: Path) -> Path:
@@ -51,6 +56,10 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="outputs/clutter")
+    p.add_argument(
+        "--from-clip", default=None, help="an open_clip state dict to tune (default: the shipped CLIP)"
+    )
+    p.add_argument("--arch", default="resnet", help="its architecture (clip_ensemble_train.ARCHS)")
     a = p.parse_args()
     torch.set_num_threads(1)
     from src.models.clip import clip_preprocess
@@ -59,8 +68,14 @@ def main() -> None:
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = assets.new_clip_model(0)
-    model.load_state_dict(assets.load_clip().model.state_dict())
+    cet = ensemble_train()
+    if a.from_clip:
+        source = torch.load(a.from_clip, map_location="cpu", weights_only=True)
+        model, tokenizer = cet.new_model(a.arch)
+        model.load_state_dict(source["state_dict"])
+    else:
+        model, tokenizer = assets.new_clip_model(0)
+        model.load_state_dict(assets.load_clip().model.state_dict())
     model.requires_grad_(True)
     cfg = assets.clip_preprocess_cfg(model)
     pre = lambda x: clip_preprocess(x, cfg["size"], cfg["mean"], cfg["std"])  # noqa: E731
@@ -70,8 +85,20 @@ def main() -> None:
         robust_colour=0.08, robust_colour_grid=1, robust_clutter=a.clutter, robust_half=a.half, resume_path=str(out / "clip.resume.pt"),
     )  # fmt: skip
     metrics["seconds"] = time.perf_counter() - t
-    dst = write_assets(model.state_dict(), out)
-    zs = zero_shot_fn()(assets.load_clip(str(dst)))
+    if a.from_clip:
+        from src.models.factory import create_clip
+
+        meta = {"from": a.from_clip, **metrics}
+        torch.save(
+            {"state_dict": model.state_dict(), "config": source.get("config"), "metrics": meta},
+            out / "clip.pt",
+        )
+        config = cet.model_config(a.arch)
+        zs = cet.zero_shot(
+            create_clip(f"toyfaces-clip-{a.arch}", model_config=config, checkpoint=str(out / "clip.pt"))
+        )
+    else:
+        zs = cet.zero_shot(assets.load_clip(str(write_assets(model.state_dict(), out))))
     (out / "clip.json").write_text(json.dumps({"metrics": metrics, "zero_shot": zs, **vars(a)}, indent=1))
     print(json.dumps({"zero_shot": zs, "seconds": metrics["seconds"]}))
 

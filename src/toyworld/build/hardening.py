@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from src.data.prompts import load_templates
-from src.toyworld.attributes import EDIT_ATTRIBUTES, SCHEMA, Attributes, uniform_rates
-from src.toyworld.captions import TEMPLATES, _compose, caption, hard_negative_captions, zero_shot_prompts
+from src.toyworld.attributes import SCHEMA, Attributes, uniform_rates
+from src.toyworld.build.hardening_losses import direction_loss, zero_shot_loss
+from src.toyworld.captions import _compose, caption, hard_negative_captions
 from src.toyworld.clip_training import contrastive_loss
 from src.toyworld.judge.shortcuts import (
     ATTACKS,
@@ -62,10 +63,21 @@ def described(read: Attributes, attribute: str, rng: np.random.Generator) -> tup
 class Bank:
     """``groups`` attacks of ``size`` training latents each; one advances per CLIP step (round robin)."""
 
-    def __init__(self, gen, latents: dict, groups: int, size: int, age: int, num_views: int, seed: int):
+    def __init__(
+        self,
+        gen,
+        latents: dict,
+        groups: int,
+        size: int,
+        age: int,
+        num_views: int,
+        seed: int,
+        prior=None,
+        values=None,
+    ):
         self.gen, self.latents, self.size, self.age, self.num_views = gen, latents, size, age, num_views
         self.rng = np.random.default_rng([seed, 909])
-        self.values = counterfactual_values()
+        self.prior, self.values = prior, list(values or counterfactual_values())
         self.turn = 0  # round robin over (value, attack config), so each is mined in equal measure
         self.groups = [self.new() for _ in range(groups)]
         for i, g in enumerate(self.groups):  # the first generation restarts staggered, so ages stay mixed
@@ -84,7 +96,13 @@ class Bank:
         with torch.no_grad():
             x = self.gen.synthesis(w)
         views = make_views(views, self.num_views)
-        return {"attack": Attack(spec, w), "idx": idx, "x": x, "views": views, "age": self.age}
+        return {
+            "attack": Attack(spec, w, prior=self.prior),
+            "idx": idx,
+            "x": x,
+            "views": views,
+            "age": self.age,
+        }
 
     def advance(
         self, clip: nn.Module, steps: int
@@ -134,74 +152,6 @@ def real_pairs(gen, inv, n: int, seed: int) -> dict[tuple[str, str], tuple[torch
     return out
 
 
-def direction_loss(
-    model, tokenizer, preprocess, items: list[dict], pairs: dict, rng, margin: float = 0.1, align: float = 0.0
-):
-    """The run's loss rewards moves along the text direction E_T(target) - E_T(source). Rank each shortcut's move
-    E_I(edit) - E_I(source) below every real edit's move of the same value (real pairs, and mined images that reached
-    the value) by ``margin`` in cosine to that direction: a super-stimulus must not out-move real ears. ``align``:
-    also pull every real edit's move toward the text direction (weight of 1 - cosine), so the loss pays for real
-    edits as much as it could for a shortcut."""
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for it in items:
-        groups.setdefault((it["attribute"], it["value"]), []).append(it)
-    keys = [k for k in groups if len(pairs.get(k, ((),))[0]) or any(it["reached"] for it in groups[k])]
-    if not keys:
-        return torch.zeros(())
-    edits, sources, texts, owner, real = [], [], [], [], []
-    for j, key in enumerate(keys):
-        for it in groups[key]:
-            (
-                edits.append(it["image"]),
-                sources.append(it["source"]),
-                owner.append(j),
-                real.append(it["reached"]),
-            )
-        src, cf = pairs.get(key, (torch.zeros(0), torch.zeros(0)))
-        pick = rng.choice(len(src), min(8, len(src)), replace=False) if len(src) else []
-        for i in pick:
-            edits.append(cf[i]), sources.append(src[i]), owner.append(j), real.append(True)
-        options = texts_for(*key)
-        texts.append(options[int(rng.integers(len(options)))])
-    n = len(edits)
-    x = torch.stack(edits + sources).float()
-    feats = F.normalize(model.encode_image(preprocess(x)).float(), dim=-1)
-    moves = F.normalize(feats[:n] - feats[n:], dim=-1)  # (n, E)
-    neutral = [
-        t.rsplit(" with ", 1)[0] for t in texts
-    ]  # "a photo of a face with elf ears" -> "a photo of a face"
-    t = F.normalize(model.encode_text(tokenizer(texts + neutral)).float(), dim=-1)
-    t_dir = F.normalize(t[: len(texts)] - t[len(texts) :], dim=-1)  # (V, E)
-    d = (moves * t_dir[torch.tensor(owner)]).sum(-1)  # (n,) cosine of each move to its value's direction
-    owner_t, real_t = torch.tensor(owner), torch.tensor(real)
-    losses = []
-    for j in range(len(keys)):
-        adv, good = d[(owner_t == j) & ~real_t], d[(owner_t == j) & real_t]
-        if len(adv) and len(good):
-            losses.append(F.relu(margin + adv[:, None] - good[None, :]).mean())
-        if align > 0 and len(good):
-            losses.append(align * (1 - good).mean())
-    return torch.stack(losses).mean() if losses else d.sum() * 0
-
-
-def zero_shot_loss(model, tokenizer, img: torch.Tensor, reads: list[Attributes], rng) -> torch.Tensor:
-    """Cross-entropy of each image's zero-shot reading of every edit attribute (one random template per step)."""
-    template = TEMPLATES[int(rng.integers(len(TEMPLATES)))]
-    prompts = {a: zero_shot_prompts(a, (template,)) for a in EDIT_ATTRIBUTES}
-    flat = [p for a in EDIT_ATTRIBUTES for value in prompts[a] for p in value]
-    txt = F.normalize(model.encode_text(tokenizer(flat)).float(), dim=-1)
-    loss, start = 0.0, 0
-    for a in EDIT_ATTRIBUTES:
-        sizes = [len(v) for v in prompts[a]]
-        classes = torch.stack(
-            [F.normalize(t.mean(0), dim=-1) for t in txt[start : start + sum(sizes)].split(sizes)]
-        )
-        start += sum(sizes)
-        target = torch.tensor([SCHEMA[a].index(getattr(r, a)) for r in reads])
-        loss = loss + F.cross_entropy(model.logit_scale.exp().clamp(max=100) * img @ classes.T, target)
-    return loss / len(EDIT_ATTRIBUTES)
-
-
 def harden_clip(
     clip: nn.Module,
     gen: nn.Module,
@@ -227,9 +177,12 @@ def harden_clip(
     pool_size: int = 4096,
     resume_path: str | None = None,
     progress: bool = True,
+    prior=None,
+    values=None,
 ) -> dict[str, float]:
     """Fine-tune ``clip`` (a FrozenCLIP whose model is unfrozen here) against attacks through the frozen ``gen``
-    on the training ``latents`` ({'latents', 'labels', 'seeds'}); returns what the last steps measured."""
+    on the training ``latents`` ({'latents', 'labels', 'seeds'}); returns what the last steps measured. ``prior``:
+    an image prior the attacks also pay (``attack_loss``); ``values``: the (attribute, value)s mined (null: all)."""
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 907])
     model, tokenizer = clip.model, clip.tokenizer
@@ -244,7 +197,7 @@ def harden_clip(
     pool = RenderPool(pool_size, rates, eyebrows_follow_hair=0.5, seed=seed + 5)
     recon, recon_reads = reconstructions(gen, inv, recon_size, seed)
     pairs = real_pairs(gen, inv, real_per_value, seed) if direction_weight > 0 else {}
-    bank = Bank(gen, latents, groups, group_size, attack_age, num_views, seed)
+    bank = Bank(gen, latents, groups, group_size, attack_age, num_views, seed, prior, values)
     mined: list[dict] = []  # replay: image, its source, what the rule reads on it, the attacked value
     show = Progress("harden", steps, progress)
     recent: list[float] = []  # the fooled rate of the last attacks, before the CLIP learns from them

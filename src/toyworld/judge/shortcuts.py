@@ -102,22 +102,24 @@ class AttackSpec:
 
 
 def attack_loss(
-    clip: nn.Module, spec: AttackSpec, feats: TextFeatures, views: MultiView, w, w_hat, x, x_hat
+    clip: nn.Module, spec: AttackSpec, feats: TextFeatures, views: MultiView, w, w_hat, x, x_hat, prior=None
 ) -> torch.Tensor:
-    """The attacked loss of edited latents (the run's loss: CLIP term through its views + pixel L1)."""
+    """The attacked loss of edited latents (the run's loss: CLIP term through its views + pixel L1, plus
+    ``prior(x_hat)``, a weighted image prior such as the encoder round trip, where the run has one)."""
     term = make_term(spec.loss)
     ctx = add_clip_features(
         StepContext(w=w, w_hat=w_hat, text=feats, x=x, x_hat=x_hat), clip, views, term.requires
     )
-    return term.weight * term(ctx) + spec.pixel_l1 * (x_hat - x).abs().mean()
+    loss = term.weight * term(ctx) + spec.pixel_l1 * (x_hat - x).abs().mean()
+    return loss if prior is None else loss + prior(x_hat)
 
 
 class Attack:
     """Adam on a W+ offset, shared by the latents or one per latent (``spec.universal``), resumable step by step
     (the build advances many of them in turn)."""
 
-    def __init__(self, spec: AttackSpec, w: torch.Tensor, lr: float = 0.03):
-        self.spec, self.w, self.lr = spec, w, lr  # w: (B, L, D)
+    def __init__(self, spec: AttackSpec, w: torch.Tensor, lr: float = 0.03, prior=None):
+        self.spec, self.w, self.lr, self.prior = spec, w, lr, prior  # w: (B, L, D); prior: see attack_loss
         self.delta = torch.zeros_like(w[:1] if spec.universal else w)  # (1 or B, L, D)
         self.m, self.v, self.t = torch.zeros_like(self.delta), torch.zeros_like(self.delta), 0
 
@@ -126,7 +128,7 @@ class Attack:
     ) -> None:
         delta = self.delta.clone().requires_grad_(True)
         w_hat = self.w + delta
-        loss = attack_loss(clip, self.spec, feats, views, self.w, w_hat, x, gen.synthesis(w_hat))
+        loss = attack_loss(clip, self.spec, feats, views, self.w, w_hat, x, gen.synthesis(w_hat), self.prior)
         (grad,) = torch.autograd.grad(loss, delta)
         self.t += 1
         self.m.mul_(0.9).add_(grad, alpha=0.1)
