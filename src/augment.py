@@ -27,10 +27,18 @@ CLIP_SIZE = "clip"  # aug.resize_to: the guiding CLIP's input size (MultiView.bi
 class MultiView(nn.Module):
     """K augmented views per image, parameters drawn per sample for all B*K views in one batched kornia call."""
 
-    def __init__(self, transform: nn.Module | None, num_views: int = 8, resize_to: int | str | None = None):
+    def __init__(
+        self,
+        transform: nn.Module | None,
+        num_views: int = 8,
+        resize_to: int | str | None = None,
+        flip: float = 0.0,
+    ):
         super().__init__()
         if num_views < 1:
             raise ValueError(f"num_views must be >= 1, got {num_views}")
+        if not 0.0 <= flip <= 1.0:
+            raise ValueError(f"flip is a probability in [0, 1], got {flip}")
         if resize_to != CLIP_SIZE and resize_to is not None and (isinstance(resize_to, str) or resize_to < 1):
             raise ValueError(f"resize_to must be a positive size, {CLIP_SIZE!r} or None, got {resize_to!r}")
         self.transform = transform  # a kornia augmentation (forward_parameters + forward(x, params)) or None
@@ -42,6 +50,9 @@ class MultiView(nn.Module):
         self.resize_to = resize_to
         self.size: int | None = None if resize_to == CLIP_SIZE else resize_to  # resolved size
         self.interpolation = "bicubic"  # open_clip's; bind_clip takes the CLIP's own
+        # share of views mirrored left-right after the transform (not in the paper; 0: off): a guide that reads
+        # one side of the image only (the toy CLIPs read pointed ears from the right ear) then sees both
+        self.flip = float(flip)
         self._unbound_warned = False
 
     def bind_clip(self, clip: nn.Module) -> MultiView:
@@ -68,6 +79,9 @@ class MultiView(nn.Module):
         ]  # each (B*K, C_i, H', W'), view-major per image
         if self.transform is not None:
             inputs = self._augment(inputs)
+        if self.flip > 0:  # one draw per view (on the host, as kornia's), the same for every input
+            mirror = (torch.rand(b * k) < self.flip).to(x.device, non_blocking=True)[:, None, None, None]
+            inputs = [torch.where(mirror, t.flip(-1), t) for t in inputs]
         views = tuple(t.reshape(b, k, *t.shape[1:]) for t in inputs)  # each (B, K, C_i, H, W)
         return views if others else views[0]
 
@@ -120,7 +134,7 @@ class MultiView(nn.Module):
         return list(out.split([t.shape[1] for t in inputs], dim=1))
 
     def extra_repr(self) -> str:
-        return f"num_views={self.num_views}, resize_to={self.resize_to!r}, size={self.size}"
+        return f"num_views={self.num_views}, resize_to={self.resize_to!r}, size={self.size}, flip={self.flip}"
 
 
 def clip_input_size(clip: nn.Module) -> int:

@@ -137,3 +137,17 @@ def test_moving_multiview_keeps_kornia_drawing_on_the_host():
     assert mv.transform.device == torch.device("cpu") and mv.transform.dtype == torch.get_default_dtype()
     torch.manual_seed(0)
     torch.testing.assert_close(mv(x), before)
+
+
+def test_flip_mirrors_a_share_of_views_and_the_extra_inputs_with_them() -> None:
+    x = _image()
+    torch.manual_seed(0)
+    views, src = MultiView(none(), 64, flip=0.5)(x, -x)
+    mirrored = (views == x[:, None].flip(-1)).flatten(2).all(-1)  # (B, K)
+    kept = (views == x[:, None]).flatten(2).all(-1)
+    assert (mirrored ^ kept).all()  # each view is the image or its mirror
+    assert 0.25 < mirrored.float().mean() < 0.75
+    assert torch.equal(src, -views)  # the source view is mirrored with its edit
+    assert torch.equal(MultiView(none(), 4, flip=0.0)(x), x[:, None].expand(B, 4, C, H, W))
+    with pytest.raises(ValueError, match="probability"):
+        MultiView(none(), 4, flip=1.5)
