@@ -406,6 +406,19 @@ def test_half_edits_change_one_side_of_the_part_only():
         assert pairs[i][0] != pairs[i][1]
 
 
+def test_occlude_side_greys_out_one_side_and_keeps_the_other():
+    from src.toyworld.clip_training import occlude_side
+
+    x = torch.rand(64, 3, 32, 32, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    y = occlude_side(x, torch.Generator().manual_seed(0))
+    assert torch.equal(y, occlude_side(x, torch.Generator().manual_seed(0)))
+    hidden = (y == 0).all(1).all(1)  # (N, W): columns greyed out
+    left, right = hidden[:, 0], hidden[:, -1]
+    assert (left ^ right).all() and 0.2 < left.float().mean() < 0.8  # one side per image, both sides occur
+    assert hidden.float().sum(1).min() >= 0.25 * 32 - 1 and hidden.float().sum(1).max() <= 0.35 * 32 + 1
+    assert torch.equal(y[~hidden[:, None, None, :].expand_as(y)], x[~hidden[:, None, None, :].expand_as(x)])
+
+
 def test_clutter_paints_soft_strokes_reproducibly_and_leaves_most_pixels():
     from src.toyworld.clip_training import clutter
 

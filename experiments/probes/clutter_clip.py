@@ -53,6 +53,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=800)
     p.add_argument("--clutter", type=float, default=0.5)
     p.add_argument("--half", type=float, default=0.0)
+    p.add_argument("--occlude", type=float, default=0.0, help="share of plain images with one side cut off")
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="outputs/clutter")
@@ -82,7 +83,7 @@ def main() -> None:
     t = time.perf_counter()
     metrics = train_clip(
         model, tokenizer, pre, 0, 128, a.lr, seed=a.seed + 1, robust_steps=a.steps, robust_perspective=0.5,
-        robust_colour=0.08, robust_colour_grid=1, robust_clutter=a.clutter, robust_half=a.half, resume_path=str(out / "clip.resume.pt"),
+        robust_colour=0.08, robust_colour_grid=1, robust_clutter=a.clutter, robust_half=a.half, robust_occlude=a.occlude, resume_path=str(out / "clip.resume.pt"),
     )  # fmt: skip
     metrics["seconds"] = time.perf_counter() - t
     if a.from_clip:

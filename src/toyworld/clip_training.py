@@ -78,6 +78,19 @@ def clutter(x: torch.Tensor, g: torch.Generator, max_strokes: int = 3) -> torch.
     return x
 
 
+def occlude_side(x: torch.Tensor, g: torch.Generator, low: float = 0.25, high: float = 0.35) -> torch.Tensor:
+    """Images (B, 3, H, W) with the left or right ``low``-``high`` of the width greyed out (fill 0, the views'
+    border): a crop that cuts one side off, as real CLIP's random crops do. The caption stays true (the hidden
+    ear has the visible one's value), so the CLIP must read either side: without these both toy CLIPs read
+    pointed ears from the image's right ear alone (``experiments/probes/clip_sides.py``)."""
+    b, _, _, w = x.shape
+    cut = ((low + (high - low) * torch.rand(b, generator=g)) * w).round()[:, None]  # (B, 1) columns
+    cols = torch.arange(w, dtype=torch.float32)[None]  # (1, W)
+    right = torch.rand(b, 1, generator=g) < 0.5
+    hide = torch.where(right, cols >= w - cut, cols < cut)  # (B, W)
+    return x.masked_fill(hide[:, None, None, :], 0.0)
+
+
 def half_edits(
     attrs: list[Attributes], seeds: list[int], rng: np.random.Generator
 ) -> tuple[torch.Tensor, list[tuple[str, str]]]:
@@ -123,6 +136,7 @@ def train_clip(
     robust_colour_grid: int = 1,
     robust_clutter: float = 0.0,
     robust_half: float = 0.0,
+    robust_occlude: float = 0.0,
     bf16: bool = True,
     pool_size: int = 8192,
     resume_path: str | None = None,
@@ -138,8 +152,11 @@ def train_clip(
     on the web; without it the toy CLIP reads a faint whole-face tint as "green lipstick". A share
     ``robust_clutter`` of those images gets strokes painted on (``clutter``), captioned by ``clutter_captions``:
     a part's true value against another value as the hard negative; a share ``robust_half`` are ``half_edits``
-    (one pointed ear is not elf ears).
+    (one pointed ear is not elf ears); a share ``robust_occlude`` of the plain images has one side cut off
+    (``occlude_side``).
     """
+    if robust_clutter + robust_half + robust_occlude > 1:
+        raise ValueError("robust_clutter + robust_half + robust_occlude are shares of one batch: at most 1 in all")
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 31])
     rates = uniform_rates()
@@ -193,7 +210,15 @@ def train_clip(
             x = torch.cat([x[:cut], xh])
         if step >= steps:
             x = robust_views(x, g, warp, robust_colour, robust_colour_grid)
-            x = torch.cat([x[:plain], clutter(x[plain:cut], g), x[cut:]])
+            n_occ = int(round(batch * robust_occlude))
+            x = torch.cat(
+                [
+                    x[: plain - n_occ],
+                    occlude_side(x[plain - n_occ : plain], g),
+                    clutter(x[plain:cut], g),
+                    x[cut:],
+                ]
+            )
         x = x + 0.02 * torch.randn(x.shape, generator=g)  # mild noise
         texts = [caption(a, rng) for a in attrs[:plain]]
         pairs = [clutter_captions(a, rng)[:2] for a in attrs[plain:cut]] + half_pairs
@@ -219,5 +244,6 @@ def train_clip(
         "clip_robust_steps": float(robust_steps),
         "clip_robust_clutter": float(robust_clutter),
         "clip_robust_half": float(robust_half),
+        "clip_robust_occlude": float(robust_occlude),
         "clip_attributes": float(len(SCHEMA)),
     }
