@@ -57,7 +57,12 @@ def sides(clip: torch.nn.Module, faces: int = 96, seed: int = 5) -> dict[str, di
             left = torch.zeros(xn.shape[-1], dtype=torch.bool)
             left[: xn.shape[-1] // 2] = True  # the image's left half (the faces are centred)
             k = spec.index(value)
-            images = {"none": xn, "left": torch.where(left, xe, xn), "right": torch.where(~left, xe, xn), "both": xe}
+            images = {
+                "none": xn,
+                "left": torch.where(left, xe, xn),
+                "right": torch.where(~left, xe, xn),
+                "both": xe,
+            }
             out[f"{attribute}:{value}"] = {
                 name: round((clip_reads(clip, x, attribute) == k).float().mean().item(), 3)
                 for name, x in images.items()

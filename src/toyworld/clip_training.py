@@ -156,7 +156,9 @@ def train_clip(
     (``occlude_side``).
     """
     if robust_clutter + robust_half + robust_occlude > 1:
-        raise ValueError("robust_clutter + robust_half + robust_occlude are shares of one batch: at most 1 in all")
+        raise ValueError(
+            "robust_clutter + robust_half + robust_occlude are shares of one batch: at most 1 in all"
+        )
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 31])
     rates = uniform_rates()
