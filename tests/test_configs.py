@@ -126,7 +126,7 @@ def test_manifold_guide_adds_the_round_trip_term_to_the_toyfaces_recipe(tmp_path
 def test_guide_flip_experiment_is_the_measured_elf_ears_recipe(tmp_path):
     """docs/guide.md reports this recipe: the ResNet CLIP alone, the round trip, mirrored views, pixel L1 0.5, latent
     L2 0.8, 800 steps; a prompt override still picks the prompt."""
-    cfg = compose_train(["experiment=toyfaces_guide_flip", "prompt=red_eyes"], tmp_path)
+    cfg = compose_train(["experiment=guide_flip", "prompt=red_eyes"], tmp_path)
     assert list(cfg.domain.clip_weights) == [0, 1] and len(cfg.domain.extra_clips) == 1
     assert cfg.domain.regularizers.manifold.weight == 15.0 and cfg.domain.regularizers.pixel_l1.weight == 0.5
     assert cfg.domain.latent_l2_weight == 0.8 and cfg.aug.flip == 0.5 and cfg.trainer.max_steps == 800
