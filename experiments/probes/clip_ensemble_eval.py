@@ -13,6 +13,7 @@ import argparse
 import json
 
 import torch
+from clip_ensemble_train import second_clip  # sibling probe (on sys.path as a script)
 from hydra.utils import instantiate
 
 KEYS = (
@@ -24,15 +25,6 @@ KEYS = (
     "nearest_target_rate",
     "edit_accuracy",
 )
-
-
-def second_clip(path: str, arch: str = "resnet"):
-    """The second toy CLIP (clip_ensemble_train.py's architecture and weights) as a FrozenCLIP."""
-    from clip_ensemble_train import model_config
-
-    from src.models.factory import create_clip
-
-    return create_clip(f"toyfaces-clip-{arch}", model_config=model_config(arch), checkpoint=path)
 
 
 @torch.no_grad()

@@ -58,6 +58,13 @@ def new_model(arch: str, seed: int = 0):
     return model, open_clip.get_tokenizer(name)
 
 
+def second_clip(path: str, arch: str = "resnet"):
+    """A second toy CLIP written by this probe (``arch``'s architecture, the weights at ``path``) as a FrozenCLIP."""
+    from src.models.factory import create_clip
+
+    return create_clip(f"toyfaces-clip-{arch}", model_config=model_config(arch), checkpoint=path)
+
+
 @torch.no_grad()
 def zero_shot(clip, n: int = 400, seed: int = 0) -> dict[str, float]:
     """Prompt-ensembled zero-shot accuracy per edit attribute on ``n`` held-out renders (the report's scenes)."""

@@ -12,12 +12,11 @@ Usage: python experiments/probes/clip_sides.py [--faces 96] [ASSET_DIR | RESNET_
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import torch
+from clip_ensemble_train import second_clip  # sibling probe (on sys.path as a script)
 
 from src.toyworld import assets
 from src.toyworld.attributes import SCHEMA
@@ -28,18 +27,10 @@ from src.toyworld.render import render_batch
 
 
 def load(source: str | None, arch: str = "resnet") -> torch.nn.Module:
+    """An asset dir's CLIP (None: the shipped one), or a second CLIP's ``.pt`` file."""
     if source is None or not source.endswith(".pt"):
         return assets.load_clip(source)
-    from src.models.factory import create_clip
-
-    spec = importlib.util.spec_from_file_location("cet", Path(__file__).parent / "clip_ensemble_train.py")
-    cet = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cet)
-    return create_clip(f"toyfaces-clip-{arch}", model_config=cet.model_config(arch), checkpoint=source)
-
-
-def as_float(x: torch.Tensor) -> torch.Tensor:
-    return x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x
+    return second_clip(source, arch)
 
 
 @torch.no_grad()
@@ -52,8 +43,8 @@ def sides(clip: torch.nn.Module, faces: int = 96, seed: int = 5) -> dict[str, di
             rng = np.random.default_rng([seed, len(out)])
             attrs, seeds = sample_scenes(faces, rng, 0.0, seed_offset=TEST_SEED_OFFSET)
             natural = [a.replace(**{attribute: spec.natural[0]}) for a in attrs]
-            xn = as_float(render_batch(natural, seeds))
-            xe = as_float(render_batch([a.replace(**{attribute: value}) for a in natural], seeds))
+            xn = render_batch(natural, seeds)  # (N, 3, H, W) in [-1, 1]
+            xe = render_batch([a.replace(**{attribute: value}) for a in natural], seeds)
             left = torch.zeros(xn.shape[-1], dtype=torch.bool)
             left[: xn.shape[-1] // 2] = True  # the image's left half (the faces are centred)
             k = spec.index(value)

@@ -15,20 +15,13 @@ Resumable, one thread. Usage:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import shutil
 import time
 from pathlib import Path
 
+import clip_ensemble_train as cet  # sibling probe (on sys.path as a script)
 import torch
-
-
-def ensemble_train():
-    spec = importlib.util.spec_from_file_location("cet", Path(__file__).parent / "clip_ensemble_train.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def write_assets(state: dict, out: Path) -> Path:
@@ -69,7 +62,6 @@ def main() -> None:
 
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    cet = ensemble_train()
     if a.from_clip:
         source = torch.load(a.from_clip, map_location="cpu", weights_only=True)
         model, tokenizer = cet.new_model(a.arch)
@@ -87,17 +79,12 @@ def main() -> None:
     )  # fmt: skip
     metrics["seconds"] = time.perf_counter() - t
     if a.from_clip:
-        from src.models.factory import create_clip
-
         meta = {"from": a.from_clip, **metrics}
         torch.save(
             {"state_dict": model.state_dict(), "config": source.get("config"), "metrics": meta},
             out / "clip.pt",
         )
-        config = cet.model_config(a.arch)
-        zs = cet.zero_shot(
-            create_clip(f"toyfaces-clip-{a.arch}", model_config=config, checkpoint=str(out / "clip.pt"))
-        )
+        zs = cet.zero_shot(cet.second_clip(str(out / "clip.pt"), a.arch))
     else:
         zs = cet.zero_shot(assets.load_clip(str(write_assets(model.state_dict(), out))))
     (out / "clip.json").write_text(json.dumps({"metrics": metrics, "zero_shot": zs, **vars(a)}, indent=1))

@@ -17,19 +17,12 @@ Resumable (``<out>.resume.pt``), one thread. Usage:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import time
 from pathlib import Path
 
 import torch
-
-
-def _sibling(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parent / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+from clip_ensemble_train import second_clip, zero_shot  # sibling probe (on sys.path as a script)
 
 
 def main() -> None:
@@ -45,14 +38,12 @@ def main() -> None:
     p.add_argument("--time-steps", type=int, default=0, help="only time this many steps and exit")
     a = p.parse_args()
     torch.set_num_threads(1)
-    from src.models.factory import create_clip
     from src.toyworld import assets
     from src.toyworld.build.config import BuildConfig
     from src.toyworld.build.hardening import harden_clip
 
-    cet = _sibling("clip_ensemble_train")
     ckpt = torch.load(a.clip, map_location="cpu", weights_only=True)
-    clip = create_clip(f"toyfaces-clip-{a.arch}", model_config=cet.model_config(a.arch), checkpoint=a.clip)
+    clip = second_clip(a.clip, a.arch)
     gen, inv = assets.load_generator(), assets.load_inverter()
     gen.requires_grad_(False)
 
@@ -76,11 +67,10 @@ def main() -> None:
     if a.time_steps:
         print(f"{steps} steps in {time.time() - t0:.1f} s ({(time.time() - t0) / steps:.2f} s/step)")
         return
-    state = {k: v for k, v in clip.model.state_dict().items()}
     meta = {"from": a.clip, "steps": a.steps, "manifold": a.manifold, "values": a.values, "seed": a.seed}
-    torch.save({"state_dict": state, "config": ckpt.get("config"), "metrics": meta}, out)
+    torch.save({"state_dict": clip.model.state_dict(), "config": ckpt.get("config"), "metrics": meta}, out)
     clip.model.eval()
-    zs = cet.zero_shot(clip)
+    zs = zero_shot(clip)
     (out.with_suffix(".zero_shot.json")).write_text(json.dumps(zs, indent=1))
     print(f"wrote {out}; zero-shot {zs}")
 

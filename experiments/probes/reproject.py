@@ -9,11 +9,10 @@ Usage: python experiments/probes/reproject.py <run>/checkpoints/last.ckpt [--fac
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
-from pathlib import Path
 
 import torch
+from edit_subspace import load_edits  # sibling probe (on sys.path as a script)
 
 from src.toyworld import assets
 from src.toyworld.attributes import SCHEMA
@@ -39,10 +38,7 @@ def main() -> None:
     p.add_argument("--grid", default=None)
     args = p.parse_args()
     torch.set_num_threads(1)
-    spec = importlib.util.spec_from_file_location("edit_subspace", Path(__file__).parent / "edit_subspace.py")
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
-    run = probe.load_edits(args.ckpt, args.faces, args.steps)
+    run = load_edits(args.ckpt, args.faces, args.steps)
     module, target, w, attrs, seeds = (run[k] for k in ("module", "target", "w", "attrs", "seeds"))
     gen, inv = module.generator, assets.load_inverter()
     w_edit, w_fair = run["edit"], run["fair_ideal"]

@@ -205,6 +205,7 @@ def train_clip(
         attrs: list[Attributes] = [pool.attrs[i] for i in idx.tolist()]
         n_half = int(round(batch * robust_half)) if step >= steps else 0
         n_clutter = int(round(batch * robust_clutter)) if step >= steps else 0
+        n_occ = int(round(batch * robust_occlude)) if step >= steps else 0
         plain, cut = batch - n_half - n_clutter, batch - n_half  # [plain | clutter | half edits]
         half_pairs: list[tuple[str, str]] = []
         if n_half:
@@ -212,15 +213,9 @@ def train_clip(
             x = torch.cat([x[:cut], xh])
         if step >= steps:
             x = robust_views(x, g, warp, robust_colour, robust_colour_grid)
-            n_occ = int(round(batch * robust_occlude))
-            x = torch.cat(
-                [
-                    x[: plain - n_occ],
-                    occlude_side(x[plain - n_occ : plain], g),
-                    clutter(x[plain:cut], g),
-                    x[cut:],
-                ]
-            )
+            if n_occ:  # the last n_occ plain images lose one side
+                x = torch.cat([x[: plain - n_occ], occlude_side(x[plain - n_occ : plain], g), x[plain:]])
+            x = torch.cat([x[:plain], clutter(x[plain:cut], g), x[cut:]])
         x = x + 0.02 * torch.randn(x.shape, generator=g)  # mild noise
         texts = [caption(a, rng) for a in attrs[:plain]]
         pairs = [clutter_captions(a, rng)[:2] for a in attrs[plain:cut]] + half_pairs
