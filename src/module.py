@@ -123,11 +123,13 @@ class CFCLIPModule(pl.LightningModule):
         w: torch.Tensor,
         prompt_ids: torch.Tensor | None = None,
         source: tuple[dict[str, torch.Tensor], torch.Tensor | None] | None = None,
+        w_hat: torch.Tensor | None = None,
     ) -> StepContext:
         """Everything the loss terms need, each computed once (see LossTerm.requires). ``source``: the batch's
         source side from the cache (entries, and x when it was rendered to fill them); x is then rendered only
-        if a term reads it."""
-        ctx = StepContext(w=w, w_hat=self.edit(w, prompt_ids), text=self.text_features)
+        if a term reads it. ``w_hat``: score this edit instead of the mapper's (evaluation: a fair ideal edit)."""
+        w_hat = self.edit(w, prompt_ids) if w_hat is None else w_hat
+        ctx = StepContext(w=w, w_hat=w_hat, text=self.text_features)
         if not self.requires:
             return ctx
         entries = {}

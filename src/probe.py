@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf
 from src.builders import build_augment, build_guide
 from src.evaluation.toyfaces import ToyfacesEvaluator
 from src.losses.base import StepContext
+from src.models.clip_ensemble import as_ensemble
 from src.module import add_clip_features
 from src.text_bank import encode_prompt
 from src.toyworld.attributes import SCHEMA, counterfactual, sample_attributes
@@ -69,11 +70,16 @@ def candidates(
 def probe(cfg: DictConfig) -> dict[str, Any]:
     """Score every candidate edit with the configured loss; returns the JSON the command prints."""
     attribute, value = edit_target(cfg)
-    clip = build_guide(cfg)
+    guide = build_guide(cfg)
+    ensemble = as_ensemble(
+        guide
+    )  # an ensemble's terms: each CLIP's with its own text, weighted as in training
+    clip, extras = ensemble.members[0], list(ensemble.members)[1:]
     prompt = instantiate(cfg.prompt)
     loss = instantiate(cfg.loss)
-    augment = build_augment(cfg, clip)
+    augment = build_augment(cfg, guide)
     text = encode_prompt(clip, prompt)
+    extra_texts = [encode_prompt(c, prompt) for c in extras]
     p = cfg.probe
     x, cands = candidates(attribute, value, int(p.n), int(p.seed), list(p.tints))
     w = x.new_zeros(x.shape[0], 1, 1)  # image candidates have no latents: latent terms read 0
@@ -84,7 +90,11 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
         judged[name] = judge_candidate(x_hat, x, cands["ideal"], attribute, thresholds)
         torch.manual_seed(int(p.aug_seed))  # the same views for every candidate
         ctx = StepContext(w=w, w_hat=w, text=text, x=x, x_hat=x_hat)
-        total, parts = loss(add_clip_features(ctx, clip, augment, loss.requires, cfg.model.augment_source))
+        if extras:
+            ctx.clip_weights = ensemble.weights
+            ctx.guides = [StepContext(w=w, w_hat=w, text=t) for t in extra_texts]
+        ctx = add_clip_features(ctx, clip, augment, loss.requires, cfg.model.augment_source, extras)
+        total, parts = loss(ctx)
         results[name] = {"total": float(total), **{k: float(v) for k, v in parts.items()}}
         log.info("%-16s %s", name, " ".join(f"{k} {v:.4f}" for k, v in results[name].items()))
     best = min(results, key=lambda k: results[k]["total"])

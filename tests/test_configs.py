@@ -116,18 +116,37 @@ def test_toyfaces_domain_has_no_per_prompt_settings():
     assert "prompt_negatives" not in domain
 
 
-def test_manifold_guide_adds_the_round_trip_term_to_the_toyfaces_recipe(tmp_path):
-    cfg = compose_train(["+guide=toyfaces_manifold"], tmp_path)
+def test_toyfaces_recipe_is_two_clips_mirrored_views_and_the_round_trip(tmp_path):
+    """docs/guide.md measures this recipe: the world's ViT and ResNet CLIPs (their mean), half the views mirrored, the
+    encoder round trip, pixel L1 0.5 and the paper's identity and latent L2 terms."""
+    cfg = compose_train([], tmp_path)
+    assert cfg.domain.clip_weights is None and cfg.domain.extra_clips[0].file == "clip_resnet.pt"
+    assert cfg.aug.flip == 0.5 and cfg.domain.latent_l2_weight == 0.8
     total = instantiate(cfg.loss)
     assert {"manifold", "identity", "pixel_l1", "clip_nce"} <= set(total.terms)
     assert type(total.terms["manifold"]).__name__ == "ManifoldLoss" and total.terms["manifold"].weight == 15.0
+    assert total.terms["pixel_l1"].weight == 0.5
+    # every view family mirrors as the domain says
+    assert compose_train(["aug=affine"], tmp_path).aug.flip == 0.5
 
 
-def test_guide_flip_experiment_is_the_measured_elf_ears_recipe(tmp_path):
-    """docs/guide.md reports this recipe: the ResNet CLIP alone, the round trip, mirrored views, pixel L1 0.5, latent
-    L2 0.8, 800 steps; a prompt override still picks the prompt."""
+def test_guide_groups_bring_the_earlier_recipe_to_stop_41s_guide(tmp_path):
+    """docs/guide.md's commands before the recipe changed: experiment=recipe_vit plus the guide groups."""
+    base = compose_train(["experiment=recipe_vit", "+guide=[toyfaces_pair,toyfaces_manifold]"], tmp_path)
+    assert [c.file for c in base.domain.extra_clips] == ["clip_resnet.pt"]
+    assert base.domain.regularizers.manifold.weight == 15.0
     cfg = compose_train(["experiment=guide_flip", "prompt=red_eyes"], tmp_path)
     assert list(cfg.domain.clip_weights) == [0, 1] and len(cfg.domain.extra_clips) == 1
     assert cfg.domain.regularizers.manifold.weight == 15.0 and cfg.domain.regularizers.pixel_l1.weight == 0.5
     assert cfg.domain.latent_l2_weight == 0.8 and cfg.aug.flip == 0.5 and cfg.trainer.max_steps == 800
+    assert cfg.prompt.target == "face with red eyes"
+    # on the default recipe the pair group changes nothing: lists are replaced, not appended
+    assert len(compose_train(["+guide=toyfaces_pair"], tmp_path).domain.extra_clips) == 1
+
+
+def test_recipe_vit_is_the_earlier_recipe_for_its_tables(tmp_path):
+    cfg = compose_train(["experiment=recipe_vit", "prompt=red_eyes"], tmp_path)
+    assert len(cfg.domain.extra_clips) == 0 and cfg.aug.flip == 0.0 and cfg.domain.latent_l2_weight == 0.0
+    total = instantiate(cfg.loss)
+    assert "manifold" not in total.terms and total.terms["pixel_l1"].weight == 1.5
     assert cfg.prompt.target == "face with red eyes"

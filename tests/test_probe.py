@@ -28,9 +28,9 @@ def test_candidates_repaint_only_the_target_part():
 
 
 def test_probe_json_without_augmentation_prefers_the_ideal_edit(tmp_path):
-    """With the shipped toy CLIP and one unaugmented view, the toyfaces recipe scores the ideal green lips below a
-    whole-image green tint and green eyes (CLIP-NCE with the negatives the domain's rule derives, including
-    "face with green eyes", plus identity and pixel L1)."""
+    """With the world's two CLIPs and one unaugmented view, the toyfaces recipe scores the ideal green lips below a
+    whole-image green tint and green eyes (CLIP-NCE of each CLIP with the negatives the domain's rule derives, plus
+    identity, pixel L1, the round trip and latent L2, 0 for image candidates)."""
     cfg = compose_train(
         ["prompt=green_lipstick", "aug=none", "probe.n=8", "probe.tints=[0.2]"], tmp_path, "probe"
     )
@@ -40,8 +40,12 @@ def test_probe_json_without_augmentation_prefers_the_ideal_edit(tmp_path):
     assert out["target"] == "lip_color:green" and out["n"] == 8
     losses = out["losses"]
     assert set(losses) == {"no edit", "ideal", "half-way ideal", "tint 0.2", "iris_color=green"}
-    # the toyfaces recipe: CLIP-NCE + identity + pixel L1 (its latent L2 weight is 0, so the term is dropped)
-    assert set(losses["ideal"]) == {"total", "clip_nce", "identity", "pixel_l1"}
+    # the toyfaces recipe: CLIP-NCE of each CLIP (and their mean) + identity + pixel L1 + round trip + latent L2
+    assert set(losses["ideal"]) == {
+        "total", "clip_nce", "clip_nce@0", "clip_nce@1", "identity", "pixel_l1", "manifold", "latent_l2"
+    }  # fmt: skip
+    ideal = losses["ideal"]
+    assert abs(ideal["clip_nce"] - (ideal["clip_nce@0"] + ideal["clip_nce@1"]) / 2) < 1e-5
     assert losses["no edit"]["pixel_l1"] == 0.0 and losses["no edit"]["identity"] < 1e-5
     assert losses["ideal"]["total"] < min(losses["tint 0.2"]["total"], losses["iris_color=green"]["total"])
     assert out["ideal_beats_shortcuts"] and out["best"] == "ideal"

@@ -87,9 +87,10 @@ def test_multi_prompt_step_with_pixel_term_renders_the_source_once(fast_cfg) -> 
 
 @pytest.mark.skipif(not (Path(ASSET_DIR) / "manifest.json").is_file(), reason="toyfaces assets not built")
 def test_toyfaces_cached_step_equals_uncached(fast_cfg) -> None:
-    """The toyfaces recipe (CLIP-NCE, identity, pixel L1): the pixel term still renders the source."""
+    """The toyfaces recipe (CLIP-NCE of two CLIPs, identity, pixel L1, round trip): the pixel term still renders the
+    source."""
     module, _ = build(fast_cfg("domain=toyfaces"))
-    assert set(cache_entries(module)) == {CLIP_ENTRY, "identity"}
+    assert set(cache_entries(module)) == {CLIP_ENTRY, "clip@1", "identity"}
     check_cached_equals_uncached(module, renders_when_warm=2)
 
 

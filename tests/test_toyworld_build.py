@@ -26,6 +26,7 @@ ASSET_FILES = {
     "inverter.pt",
     "oracle.pt",
     "clip.pt",
+    "clip_resnet.pt",
     "latents.pt",
     "sampler.pt",
     "identity.pt",
@@ -264,6 +265,7 @@ def test_from_assets_rebuilds_only_the_later_stages(smoke_assets, tmp_path):
         "sampler.pt",
         "oracle.pt",
         "clip.pt",
+        "clip_resnet.pt",
         "identity.pt",
     ):
         assert assets.sha256(out / name) == assets.sha256(smoke_assets / name), name
@@ -386,6 +388,25 @@ def test_clip_tune_stage_fine_tunes_the_clip_stage_clip_and_the_export_ships_it(
     shipped = torch.load(smoke_assets / "clip.pt", weights_only=True)
     latest = torch.load(assets.latest_clip(work), weights_only=True)["state_dict"]
     assert torch.equal(shipped[key], latest[key].half())
+
+
+def test_clip_resnet_stage_trains_a_second_clip_with_one_side_cut_off_and_the_export_ships_it(smoke_assets):
+    work = smoke_assets.parent / "work"
+    trained = torch.load(work / "clip_resnet.pt", weights_only=True)
+    assert trained["metrics"]["clip_occlude"] > 0 and trained["metrics"]["clip_robust_occlude"] > 0
+    resnet = assets.load_clip(str(smoke_assets), "clip_resnet.pt")
+    assert (
+        type(resnet.model.visual).__name__ == "ModifiedResNet"
+    )  # another architecture than the primary's ViT
+    key = "visual.conv1.weight"
+    assert torch.equal(resnet.model.state_dict()[key], trained["state_dict"][key].half().float())
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    assert resnet.encode_image(x).shape == assets.load_clip(str(smoke_assets)).encode_image(x).shape
+    with pytest.raises(ValueError, match="clip_resnet.pt"):
+        assets.load_clip(str(smoke_assets), "clip_vit.pt")
+    # the report measures it as it measures the primary: held-out fooled rates and zero-shot accuracy
+    second = json.loads((smoke_assets / "report.json").read_text())["clip_resnet"]
+    assert 0 <= second["clip_fooled_heldout_max"] <= 1 and 0 <= second["clip_zero_shot_acc"] <= 1
 
 
 def test_half_edits_change_one_side_of_the_part_only():

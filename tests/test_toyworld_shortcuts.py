@@ -11,6 +11,7 @@ from src.toyworld.build.hardening import described
 from src.toyworld.judge.shortcuts import (
     ATTACKS,
     HELDOUT_TEMPLATE,
+    clip_reads,
     counterfactual_values,
     fooled,
     fooled_rate,
@@ -85,6 +86,31 @@ def test_fooling_metrics_on_hand_made_edits():
     assert m["clip_reads_target_rate"] == 0.75
     assert m["clip_reads_target_source_rate"] == 0.0
     assert m["clip_fooled_rate"] == 0.5  # two of four: read pointed, not pointed by the rule
+
+
+class _DarkIsPointed(_BrightIsPointed):
+    def encode_image(self, x):
+        return super().encode_image(x).flip(1)
+
+
+def test_a_guide_ensemble_reads_by_its_weighted_members():
+    from src.models.clip_ensemble import CLIPEnsemble
+
+    dark, bright = -0.5 * torch.ones(1, 3, 8, 8), 0.5 * torch.ones(1, 3, 8, 8)
+    x, x_hat, rule = torch.cat([dark] * 2), torch.cat([bright, dark]), torch.tensor([False, False])
+    pointed = SCHEMA["ears"].index("pointed")
+    for weights, reads in (([1.0, 0.0], 0.5), ([0.0, 1.0], 0.5), ([0.3, 0.7], 0.5)):
+        guide = CLIPEnsemble([_BrightIsPointed(), _DarkIsPointed()], weights)
+        m = fooling_metrics(guide, x, x_hat, rule, pointed, "ears")
+        assert m["clip_fooled_rate"] == reads
+        # the bright edit is read pointed by the first member alone, the dark one by the second alone
+        first = clip_reads(guide, x_hat, "ears")[0] == pointed
+        assert bool(first) == (weights[0] > weights[1])
+    assert (
+        clip_reads(CLIPEnsemble([_BrightIsPointed(), _DarkIsPointed()], [0.0, 1.0]), x, "ears")
+        .eq(pointed)
+        .all()
+    )
 
 
 def test_mined_and_heldout_texts_are_disjoint_and_every_value_and_attack_is_covered():

@@ -6,7 +6,7 @@ outputs/clip_ensemble/clip_resnet.pt, git-ignored; not a world asset) and prints
 accuracy on held-out renders of it and of the shipped CLIP (the build report's method).
 
 Usage: python experiments/probes/clip_ensemble_train.py [--arch resnet|vit16] [--steps 2000] [--robust-steps 600]
-       [--out PATH] [--time-steps N]   (--time-steps: only time N steps and exit)
+       [--out PATH] [--occlude SHARE] [--time-steps N]   (--time-steps: only time N steps and exit)
 """
 
 from __future__ import annotations
@@ -20,18 +20,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from src.models.factory import clip_model_config
+
 # The second CLIP's architectures (the text tower is the shipped toy CLIP's: same tokenizer and context).
-TEXT_CFG = {
-    "context_length": 32,
-    "vocab_size": 49408,
-    "width": 128,
-    "heads": 4,
-    "layers": 3,
-    "mlp_ratio": 2.0,
-}
+TEXT_CFG = clip_model_config("toyfaces")["text_cfg"]
 ARCHS = {
-    # open_clip's ModifiedResNet (a list of layers): conv stem + 4 bottleneck stages + attention pooling, 64 px
-    "resnet": {"embed_dim": 128, "vision_cfg": {"image_size": 64, "layers": [1, 1, 1, 1], "width": 16, "head_width": 32}},
+    # the world's second CLIP (src/models/clip_configs/toyfaces_resnet.json, the clip_resnet build stage): open_clip's
+    # ModifiedResNet (a list of layers), conv stem + 4 bottleneck stages + attention pooling, 64 px
+    "resnet": {k: v for k, v in clip_model_config("toyfaces_resnet").items() if k != "text_cfg"},
     # a ViT on a coarser 4 x 4 patch grid (the shipped CLIP's is 8 x 8)
     "vit16": {
         "embed_dim": 128,
@@ -96,6 +92,9 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--robust-steps", type=int, default=600)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--occlude", type=float, default=0.0, help="share of each batch with one side cut off, every step"
+    )
     p.add_argument("--out", default=None)
     p.add_argument("--time-steps", type=int, default=0)
     a = p.parse_args()
@@ -119,7 +118,8 @@ def main() -> None:
         t = time.perf_counter()
         metrics = train_clip(
             model, tokenizer, pre, a.steps, 128, 1e-3, seed=a.seed, robust_steps=a.robust_steps,
-            robust_perspective=0.5, robust_colour=0.08, robust_colour_grid=1, resume_path=f"{out}.resume.pt",
+            robust_perspective=0.5, robust_colour=0.08, robust_colour_grid=1, occlude=a.occlude, robust_occlude=a.occlude,
+            resume_path=f"{out}.resume.pt",
         )  # fmt: skip
         metrics["seconds"] = time.perf_counter() - t
         torch.save(

@@ -1,6 +1,6 @@
 """Is the guide fooled? Two diagnostics of a toyfaces run beside its faithful rate (``src.eval`` prints them).
 
-- ``clip_fooled_rate``: the share of test edits the guiding CLIP reads as the target (prompt-ensembled zero-shot,
+- ``clip_fooled_rate``: the share of test edits the guiding CLIP (an ensemble: its weighted reading) reads as the target (prompt-ensembled zero-shot,
   the build report's method) while the world's rule (region fidelity + nearest-value vote) says the part did not
   change to it. High: the mapper found a shortcut the CLIP rewards, such as a streak it reads as "elf ears".
 - ``ideal_beats_edit``: the share of faces on which the run's own loss and views score a **fair ideal edit**
@@ -30,7 +30,8 @@ def fooling_metrics(
     label: int,
     attribute: str,
 ) -> dict[str, float]:
-    """The CLIP's zero-shot reading of the target on edits and sources, and the fooled rate against ``rule`` (N,)."""
+    """The CLIP's zero-shot reading of the target on edits and sources, and the fooled rate against ``rule`` (N,).
+    ``clip``: one CLIP, or a ``CLIPEnsemble`` read as the run is guided (its members' weighted scores)."""
     device = next(iter(clip.parameters()), torch.empty(0)).device
     edit_reads = clip_reads(clip, x_hat.to(device), attribute).cpu() == label
     source_reads = clip_reads(clip, x.to(device), attribute).cpu() == label
@@ -68,15 +69,21 @@ def per_face_loss(
     module: CFCLIPModule, w: torch.Tensor, w_hat: torch.Tensor, text: str | None, seed: int = 0
 ) -> torch.Tensor:
     """The run's own loss of each face's edit w -> w_hat (B,), its views drawn from ``seed`` per face (so two edits
-    of a face meet the same views)."""
-    feats = module.text_features if text is None else module.texts.lookup(module.clip, text)[0]
+    of a face meet the same views). The run's prompt: its whole guide (every CLIP of an ensemble, as in training);
+    another ``text`` (a multi-prompt mapper): the primary CLIP's terms only."""
+    feats = None if text is None else module.texts.lookup(module.clip, text)[0]
     out = []
     for i in range(w.shape[0]):
-        ctx = StepContext(w=w[i : i + 1], w_hat=w_hat[i : i + 1], text=feats)
-        ctx.x, ctx.x_hat = module.generator.synthesis(ctx.w), module.generator.synthesis(ctx.w_hat)
         with torch.random.fork_rng():
             torch.manual_seed(seed + i)
-            ctx = add_clip_features(ctx, module.clip, module.augment, module.requires, module.augment_source)
+            if feats is None:
+                ctx = module.compute_context(w[i : i + 1], w_hat=w_hat[i : i + 1])
+            else:
+                ctx = StepContext(w=w[i : i + 1], w_hat=w_hat[i : i + 1], text=feats)
+                ctx.x, ctx.x_hat = module.generator.synthesis(ctx.w), module.generator.synthesis(ctx.w_hat)
+                ctx = add_clip_features(
+                    ctx, module.clip, module.augment, module.requires, module.augment_source
+                )
         out.append(module.loss(ctx)[0])
     return torch.stack(out)
 

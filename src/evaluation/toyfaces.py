@@ -244,12 +244,16 @@ class ToyfacesEvaluator:
         """After a call: whether the run's guiding CLIP is fooled by its edits, and whether its own loss prefers a
         fair ideal edit to them (``src.evaluation.guide``; empty for composed prompts)."""
         from src.evaluation.guide import fooling_metrics, ideal_beats_edit
+        from src.models.clip_ensemble import CLIPEnsemble
 
         if "rule" not in self.last:
             return {}
         attribute, value = self.last["target"]
         label = SCHEMA[attribute].index(value)
-        out = fooling_metrics(module.clip, x, x_hat, self.last["rule"], label, attribute)
+        guide = module.clip
+        if len(module.extra_clips):  # the ensemble the run was guided by, read with its weights
+            guide = CLIPEnsemble([module.clip, *module.extra_clips], module.clip_weights)
+        out = fooling_metrics(guide, x, x_hat, self.last["rule"], label, attribute)
         k = min(int(self.guide["faces"]), latents.shape[0])
         if k > 0:
             ideal, region = self.last["ideal"][:k], self.last["region"][:k]

@@ -22,6 +22,9 @@ from src.toyworld.models import GENERATOR_CHANNEL_BASE, GENERATOR_KWARGS, Gaussi
 ASSET_DIR = Path(__file__).parent / "assets"
 CLIP_NAME = "toyfaces-clip"
 CLIP_CONFIG = "toyfaces"
+# the world's CLIPs: asset file -> (open_clip model name, architecture in src/models/clip_configs). clip.pt is the
+# primary (a ViT); clip_resnet.pt a second one of another architecture (the clip_resnet build stage, docs/guide.md)
+CLIPS = {"clip.pt": (CLIP_NAME, CLIP_CONFIG), "clip_resnet.pt": ("toyfaces-clip-resnet", "toyfaces_resnet")}
 REBUILD = "Rebuild the assets with `python -m src.toyworld.build` (about an hour on 2 cores)."
 
 
@@ -63,17 +66,24 @@ def load(name: str, asset_dir: Path | str = ASSET_DIR) -> Any:
 
 
 # ---- the networks ---------------------------------------------------------------------------------------
-def new_clip_model(seed: int = 0) -> tuple[torch.nn.Module, Any]:
-    """A trainable open_clip model of the toy architecture + its tokenizer (for the build)."""
+def new_clip_model(seed: int = 0, file: str = "clip.pt") -> tuple[torch.nn.Module, Any]:
+    """A trainable open_clip model of the architecture of the world's CLIP ``file`` + its tokenizer (for the build)."""
     import open_clip
 
     from src.models.clip import register_model_config
 
-    register_model_config(CLIP_NAME, clip_model_config(CLIP_CONFIG))
+    name, config = _clip_spec(file)
+    register_model_config(name, clip_model_config(config))
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = open_clip.create_model(CLIP_NAME, pretrained=None)
-    return model, open_clip.get_tokenizer(CLIP_NAME)
+        model = open_clip.create_model(name, pretrained=None)
+    return model, open_clip.get_tokenizer(name)
+
+
+def _clip_spec(file: str) -> tuple[str, str]:
+    if file not in CLIPS:
+        raise ValueError(f"unknown toyfaces CLIP {file!r}; the world's CLIPs: {sorted(CLIPS)}")
+    return CLIPS[file]
 
 
 def latest_clip(work: Path) -> Path:
@@ -106,10 +116,11 @@ def clip_preprocess_cfg(model: torch.nn.Module) -> dict[str, Any]:
     }
 
 
-def load_clip(asset_dir: str | None = None) -> torch.nn.Module:
-    """The frozen toy CLIP through the same FrozenCLIP wrapper as real CLIP models."""
-    clip = create_clip(CLIP_NAME, model_config=CLIP_CONFIG, seed=0)
-    state = load("clip.pt", asset_dir or ASSET_DIR)
+def load_clip(asset_dir: str | None = None, file: str = "clip.pt") -> torch.nn.Module:
+    """A frozen toy CLIP (``file``: one of ``CLIPS``) through the same FrozenCLIP wrapper as real CLIP models."""
+    name, config = _clip_spec(file)
+    clip = create_clip(name, model_config=config, seed=0)
+    state = load(file, asset_dir or ASSET_DIR)
     rows, ids = state.pop("token_embedding.rows"), state.pop("token_embedding.ids")
     full = torch.zeros_like(clip.model.token_embedding.weight)
     full[ids.long()] = rows.float()

@@ -137,6 +137,7 @@ def train_clip(
     robust_clutter: float = 0.0,
     robust_half: float = 0.0,
     robust_occlude: float = 0.0,
+    occlude: float = 0.0,
     bf16: bool = True,
     pool_size: int = 8192,
     resume_path: str | None = None,
@@ -153,9 +154,10 @@ def train_clip(
     ``robust_clutter`` of those images gets strokes painted on (``clutter``), captioned by ``clutter_captions``:
     a part's true value against another value as the hard negative; a share ``robust_half`` are ``half_edits``
     (one pointed ear is not elf ears); a share ``robust_occlude`` of the plain images has one side cut off
-    (``occlude_side``).
+    (``occlude_side``). ``occlude`` does the same from the first step on (the robust phase uses ``robust_occlude``):
+    a CLIP that learns with one side hidden reads each side, where one trained on whole faces reads one ear.
     """
-    if robust_clutter + robust_half + robust_occlude > 1:
+    if robust_clutter + robust_half + max(robust_occlude, occlude) > 1:
         raise ValueError(
             "robust_clutter + robust_half + robust_occlude are shares of one batch: at most 1 in all"
         )
@@ -205,7 +207,7 @@ def train_clip(
         attrs: list[Attributes] = [pool.attrs[i] for i in idx.tolist()]
         n_half = int(round(batch * robust_half)) if step >= steps else 0
         n_clutter = int(round(batch * robust_clutter)) if step >= steps else 0
-        n_occ = int(round(batch * robust_occlude)) if step >= steps else 0
+        n_occ = int(round(batch * (robust_occlude if step >= steps else occlude)))
         plain, cut = batch - n_half - n_clutter, batch - n_half  # [plain | clutter | half edits]
         half_pairs: list[tuple[str, str]] = []
         if n_half:
@@ -213,8 +215,9 @@ def train_clip(
             x = torch.cat([x[:cut], xh])
         if step >= steps:
             x = robust_views(x, g, warp, robust_colour, robust_colour_grid)
-            if n_occ:  # the last n_occ plain images lose one side
-                x = torch.cat([x[: plain - n_occ], occlude_side(x[plain - n_occ : plain], g), x[plain:]])
+        if n_occ:  # the last n_occ plain images lose one side
+            x = torch.cat([x[: plain - n_occ], occlude_side(x[plain - n_occ : plain], g), x[plain:]])
+        if step >= steps:
             x = torch.cat([x[:plain], clutter(x[plain:cut], g), x[cut:]])
         x = x + 0.02 * torch.randn(x.shape, generator=g)  # mild noise
         texts = [caption(a, rng) for a in attrs[:plain]]
@@ -242,5 +245,6 @@ def train_clip(
         "clip_robust_clutter": float(robust_clutter),
         "clip_robust_half": float(robust_half),
         "clip_robust_occlude": float(robust_occlude),
+        "clip_occlude": float(occlude),
         "clip_attributes": float(len(SCHEMA)),
     }

@@ -88,6 +88,9 @@ def export(work: Path, out: Path, cfg: Any, build_command: str) -> None:
     torch.save(state, out / "identity.pt")
     clip = pack_clip(torch.load(latest_clip(work), map_location="cpu", weights_only=True)["state_dict"])
     torch.save(clip, out / "clip.pt")
+    if (work / "clip_resnet.pt").is_file():  # the second CLIP (the clip_resnet stage)
+        state = torch.load(work / "clip_resnet.pt", map_location="cpu", weights_only=True)["state_dict"]
+        torch.save(pack_clip(state), out / "clip_resnet.pt")
     torch.save(
         {
             k: (_fp16({k: v})[k] if k in ("train", "test") else v)
@@ -137,6 +140,14 @@ def unpack_to_work(work: Path, asset_dir: Path | str = ASSET_DIR) -> list[str]:
     f32 = lambda s: {k: v.float() if v.is_floating_point() else v for k, v in s.items()}  # noqa: E731
     put("oracle.pt", lambda: {"state_dict": f32(load_oracle(str(asset_dir)).state_dict())})
     put("clip.pt", lambda: {"state_dict": load_clip(str(asset_dir)).model.state_dict()})
+    if "clip_resnet.pt" in shipped:
+        put(
+            "clip_resnet.pt",
+            lambda: {
+                "state_dict": load_clip(str(asset_dir), "clip_resnet.pt").model.state_dict(),
+                "metrics": {},
+            },
+        )
     built = Path(asset_dir) / "build_config.json"
     built = json.loads(built.read_text()) if built.is_file() else {}
     for stage_file, knob in (("clip_tuned.pt", "clip_tune_steps"), ("clip_hardened.pt", "harden_steps")):

@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from src.toyworld.assets import guiding_clip
+from src.models.clip import FrozenCLIP
+from src.toyworld.assets import guiding_clip, new_clip_model
 from src.toyworld.attributes import Attributes, uniform_rates
 from src.toyworld.build.hardening import harden_clip
 from src.toyworld.build.report import FOOLED_TARGET, _scenes, zero_shot_accuracy
@@ -61,10 +62,23 @@ def robustness_report(builder: Any, c: Any, zero_shot: bool = True) -> dict[str,
     """Held-out fooled rates of the guiding CLIP per value: attacks of the default recipe's loss and views on the
     first ``robust_faces`` test latents, with the held-out texts ("face with ...") and seeds no stage mined; and the
     CLIP's zero-shot accuracy on held-out renders (the report's ``clip_zero_shot_acc``, as the report stage has it;
-    ``zero_shot=False`` where the caller measured it already)."""
+    ``zero_shot=False`` where the caller measured it already). With a ``clip_resnet`` stage, the same figures of the
+    second CLIP under ``clip_resnet`` (the recipe's guide is the two CLIPs' mean)."""
     gen, _ = builder.load_autoencoder()
-    clip = guiding_clip(builder.work, c.seed)
     test = _split(torch.load(builder.work / "latents.pt", map_location="cpu", weights_only=True), "test")
+    out = _robustness(builder, c, gen, test, guiding_clip(builder.work, c.seed), "clip", zero_shot)
+    second = builder.work / "clip_resnet.pt"
+    if second.is_file():
+        model, tokenizer = new_clip_model(c.seed, "clip_resnet.pt")
+        model.load_state_dict(torch.load(second, map_location="cpu", weights_only=True)["state_dict"])
+        resnet = FrozenCLIP(model, tokenizer)
+        out["clip_resnet"] = _robustness(builder, c, gen, test, resnet, "clip_resnet", True)
+    return out
+
+
+def _robustness(
+    builder: Any, c: Any, gen: Any, test: dict[str, torch.Tensor], clip: Any, name: str, zero_shot: bool
+) -> dict[str, Any]:
     k = min(c.robust_faces, test["latents"].shape[0])
     attrs = [Attributes.decode(v.numpy()) for v in test["labels"][:k]]
     per_value = measure_fooling(
@@ -72,12 +86,14 @@ def robustness_report(builder: Any, c: Any, zero_shot: bool = True) -> dict[str,
         seed=c.seed + 1000, log=builder.log,
     )  # fmt: skip
     worst = max(v["fooled"] for v in per_value.values())
-    builder.log(f"[robustness] held-out fooled rate, worst value {worst:.3f} (target <= {FOOLED_TARGET})")
+    builder.log(
+        f"[robustness] {name}: held-out fooled rate, worst value {worst:.3f} (target <= {FOOLED_TARGET})"
+    )
     out: dict[str, Any] = {}
     if zero_shot:  # a new guiding CLIP has its own zero-shot accuracy
         zs_attrs, zs_seeds = _scenes(c.report_size, c.seed + 8, uniform_rates())
         zs = zero_shot_accuracy(clip, render_batch(zs_attrs, zs_seeds), zs_attrs)
-        builder.log(f"[robustness] clip zero-shot {zs}")
+        builder.log(f"[robustness] {name} zero-shot {zs}")
         out = {"clip_zero_shot_acc": float(np.mean(list(zs.values()))), "clip_zero_shot_per_attribute": zs}
     return {
         **out,

@@ -1,7 +1,7 @@
 """Build the toyfaces world from nothing but the renderer: ``python -m src.toyworld.build [--smoke]``.
 
 Stages (each resumable; finished stages are skipped): oracle -> clip -> clip_tune (clutter and one-sided edits
-painted on, captioned by what they show) -> autoencoder (toy StyleGAN2 +
+painted on, captioned by what they show) -> clip_resnet (a second CLIP of another architecture) -> autoencoder (toy StyleGAN2 +
 inverter) -> identity (the toy ArcFace of the identity loss) -> latents (natural renders inverted by the
 inverter + a few steps of W+ optimisation; a random-latent sampler) -> harden (the CLIP trained against shortcut
 edits mined through the generator, labelled by the region rule) -> calibrate (the oracle fine-tuned on
@@ -42,7 +42,7 @@ from src.toyworld.render import render_batch
 from src.toyworld.training import invert, refine, train_autoencoder
 
 STAGES = (
-    "oracle", "clip", "clip_tune", "autoencoder", "identity", "latents", "harden", "calibrate", "dense", "report", "export"
+    "oracle", "clip", "clip_tune", "clip_resnet", "autoencoder", "identity", "latents", "harden", "calibrate", "dense", "report", "export"
 )  # fmt: skip
 # opt-in stages (never in the default run): ceilings = recompute the report's ideal-edit ceilings alone, after a
 # change of the judge (--from-assets --stages ceilings,export: minutes, where the report stage takes about an hour)
@@ -53,6 +53,7 @@ STAGE_FILES = {
     "oracle": "oracle.pt",
     "clip": "clip.pt",
     "clip_tune": "clip_tuned.pt",
+    "clip_resnet": "clip_resnet.pt",
     "autoencoder": "autoencoder.pt",
     "identity": "identity.pt",
     "latents": "latents.pt",
@@ -129,6 +130,16 @@ class Builder:
         self.train_clip_stage(
             "clip_tune", model, tokenizer, 0, c.clip_tune_steps, c.seed + 1,
             robust_clutter=c.clip_tune_clutter, robust_half=c.clip_tune_half,
+        )  # fmt: skip
+
+    def stage_clip_resnet(self) -> None:
+        """The second CLIP (a small ResNet image tower), trained as the clip stage's with one side of a share
+        ``clip_resnet_occlude`` of every batch cut off (``occlude_side``; off by default)."""
+        c = self.cfg
+        model, tokenizer = assets.new_clip_model(c.seed, "clip_resnet.pt")
+        self.train_clip_stage(
+            "clip_resnet", model, tokenizer, c.clip_steps, c.clip_robust_steps, c.seed,
+            occlude=c.clip_resnet_occlude, robust_occlude=c.clip_resnet_occlude,
         )  # fmt: skip
 
     def stage_autoencoder(self) -> None:

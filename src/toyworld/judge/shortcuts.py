@@ -184,9 +184,15 @@ def class_embeddings(clip: nn.Module, attribute: str, templates: Sequence[str] =
 
 @torch.no_grad()
 def clip_reads(clip: nn.Module, images: torch.Tensor, attribute: str) -> torch.Tensor:
-    """The CLIP's zero-shot value index of ``attribute`` on each image (N,)."""
-    feats = torch.cat([clip.encode_image(x) for x in images.split(256)])
-    return (feats @ class_embeddings(clip, attribute).T).argmax(1)
+    """The CLIP's zero-shot value index of ``attribute`` on each image (N,). A ``CLIPEnsemble`` reads as it guides:
+    by its members' scores (cosine to each value's class embedding) summed with its weights."""
+    members, weights = getattr(clip, "members", [clip]), getattr(clip, "weights", (1.0,))
+    scores = 0.0
+    for member, weight in zip(members, weights):
+        if weight:
+            feats = torch.cat([member.encode_image(x) for x in images.split(256)])
+            scores = scores + weight * (feats @ class_embeddings(member, attribute).T)
+    return scores.argmax(1)
 
 
 def fooled(clip_target: torch.Tensor, rule_target: torch.Tensor) -> torch.Tensor:
