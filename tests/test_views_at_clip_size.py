@@ -33,7 +33,7 @@ def test_views_are_bit_identical_where_the_generator_is_not_larger(domain: str, 
         cfg = compose_train([f"domain={domain}", f"aug={aug}"], tmp_path)
         ours = build_augment(cfg, clip)
         assert ours.size == clip.image_size
-        official = MultiView(ours.transform, ours.num_views, resize_to=None)
+        official = MultiView(ours.transform, ours.num_views, resize_to=None, flip=ours.flip)
         got = [_seeded(ours, 3, x), _seeded(ours, 3, x, src)]
         ref = [_seeded(official, 3, x), _seeded(official, 3, x, src)]
         assert torch.equal(got[0], ref[0]) and all(torch.equal(a, b) for a, b in zip(got[1], ref[1])), aug

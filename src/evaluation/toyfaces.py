@@ -18,6 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from src.models.clip_ensemble import CLIPEnsemble
 from src.toyworld.assets import ASSET_DIR, load_latents, load_report, manifest
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes, values_in_text
 from src.toyworld.judge.composed import judge_composed, value_renders
@@ -244,7 +245,6 @@ class ToyfacesEvaluator:
         """After a call: whether the run's guiding CLIP is fooled by its edits, and whether its own loss prefers a
         fair ideal edit to them (``src.evaluation.guide``; empty for composed prompts)."""
         from src.evaluation.guide import fooling_metrics, ideal_beats_edit
-        from src.models.clip_ensemble import CLIPEnsemble
 
         if "rule" not in self.last:
             return {}
