@@ -71,9 +71,8 @@ def probe(cfg: DictConfig) -> dict[str, Any]:
     """Score every candidate edit with the configured loss; returns the JSON the command prints."""
     attribute, value = edit_target(cfg)
     guide = build_guide(cfg)
-    ensemble = as_ensemble(
-        guide
-    )  # an ensemble's terms: each CLIP's with its own text, weighted as in training
+    # an ensemble's terms: each CLIP's with its own text, weighted as in training
+    ensemble = as_ensemble(guide)
     clip, extras = ensemble.members[0], list(ensemble.members)[1:]
     prompt = instantiate(cfg.prompt)
     loss = instantiate(cfg.loss)

@@ -1,8 +1,9 @@
 """Is the guide fooled? Two diagnostics of a toyfaces run beside its faithful rate (``src.eval`` prints them).
 
-- ``clip_fooled_rate``: the share of test edits the guiding CLIP (an ensemble: its weighted reading) reads as the target (prompt-ensembled zero-shot,
-  the build report's method) while the world's rule (region fidelity + nearest-value vote) says the part did not
-  change to it. High: the mapper found a shortcut the CLIP rewards, such as a streak it reads as "elf ears".
+- ``clip_fooled_rate``: the share of test edits the guiding CLIP (an ensemble: its weighted reading) reads as the
+  target (prompt-ensembled zero-shot, the build report's method) while the world's rule (region fidelity +
+  nearest-value vote) says the part did not change to it. High: the mapper found a shortcut the CLIP rewards, such as
+  a streak it reads as "elf ears".
 - ``ideal_beats_edit``: the share of faces on which the run's own loss and views score a **fair ideal edit**
   better than the trained edit. The fair ideal starts at the source latent and is optimised toward the target
   render inside the part while keeping the source's reconstruction outside. Low: the loss prefers the edit it

@@ -96,10 +96,14 @@ def latest_clip(work: Path) -> Path:
 
 def guiding_clip(work: Path, seed: int = 0) -> torch.nn.Module:
     """The build's guiding CLIP as a FrozenCLIP: the harden stage's, else the clip_tune stage's, else the clip stage's."""
+    return build_clip(latest_clip(work), seed)
+
+
+def build_clip(path: Path, seed: int = 0, file: str = "clip.pt") -> torch.nn.Module:
+    """A CLIP stage's fp32 checkpoint ``path`` (the architecture of the world's CLIP ``file``) as a FrozenCLIP."""
     from src.models.clip import FrozenCLIP
 
-    path = latest_clip(work)
-    model, tokenizer = new_clip_model(seed)
+    model, tokenizer = new_clip_model(seed, file)
     model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
     return FrozenCLIP(model, tokenizer)
 

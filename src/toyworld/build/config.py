@@ -30,9 +30,9 @@ class BuildConfig:
     clip_tune_steps: int = 0
     clip_tune_clutter: float = 0.35
     clip_tune_half: float = 0.2
-    # the clip_resnet stage: a second CLIP (ResNet image tower) trained as the clip stage's; with clip_resnet_occlude > 0
-    # that share of each batch has one side cut off (occlude_side). Off: at 0.3 the CLIP read a pointed left ear alone
-    # as 0.34 (0.00 without; the right alone 0.98), but elf ears did not gain (docs/guide.md)
+    # the clip_resnet stage: a second CLIP (ResNet image tower) trained as the clip stage's; with clip_resnet_occlude
+    # > 0 that share of each batch has one side cut off (occlude_side). Off: at 0.3 the CLIP read a pointed left ear
+    # alone as 0.34 (0.00 without; the right alone 0.98), but elf ears did not gain (docs/guide.md)
     clip_resnet_occlude: float = 0.0
     # adversarial training of the CLIP through the generator (src.toyworld.build.hardening; 0: the CLIP as trained). Off:
     # at 170-380 steps it did not stop make train's streak (fooled 0.97-1.00, faithful 0.00; docs/guide.md), so the

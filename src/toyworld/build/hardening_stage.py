@@ -8,8 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from src.models.clip import FrozenCLIP
-from src.toyworld.assets import guiding_clip, new_clip_model
+from src.toyworld.assets import build_clip, guiding_clip
 from src.toyworld.attributes import Attributes, uniform_rates
 from src.toyworld.build.hardening import harden_clip
 from src.toyworld.build.report import FOOLED_TARGET, _scenes, zero_shot_accuracy
@@ -69,9 +68,7 @@ def robustness_report(builder: Any, c: Any, zero_shot: bool = True) -> dict[str,
     out = _robustness(builder, c, gen, test, guiding_clip(builder.work, c.seed), "clip", zero_shot)
     second = builder.work / "clip_resnet.pt"
     if second.is_file():
-        model, tokenizer = new_clip_model(c.seed, "clip_resnet.pt")
-        model.load_state_dict(torch.load(second, map_location="cpu", weights_only=True)["state_dict"])
-        resnet = FrozenCLIP(model, tokenizer)
+        resnet = build_clip(second, c.seed, "clip_resnet.pt")
         out["clip_resnet"] = _robustness(builder, c, gen, test, resnet, "clip_resnet", True)
     return out
 

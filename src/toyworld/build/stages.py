@@ -1,9 +1,9 @@
 """Build the toyfaces world from nothing but the renderer: ``python -m src.toyworld.build [--smoke]``.
 
 Stages (each resumable; finished stages are skipped): oracle -> clip -> clip_tune (clutter and one-sided edits
-painted on, captioned by what they show) -> clip_resnet (a second CLIP of another architecture) -> autoencoder (toy StyleGAN2 +
-inverter) -> identity (the toy ArcFace of the identity loss) -> latents (natural renders inverted by the
-inverter + a few steps of W+ optimisation; a random-latent sampler) -> harden (the CLIP trained against shortcut
+painted on, captioned by what they show) -> clip_resnet (a second CLIP of another architecture) -> autoencoder
+(toy StyleGAN2 + inverter) -> identity (the toy ArcFace of the identity loss) -> latents (natural renders inverted by
+the inverter + a few steps of W+ optimisation; a random-latent sampler) -> harden (the CLIP trained against shortcut
 edits mined through the generator, labelled by the region rule) -> calibrate (the oracle fine-tuned on
 generated edits labelled by the region rule) -> dense (its dense colour reader of the lips, fitted to the rule's
 per-pixel maps) -> report (targets, the oracle's agreement with the rule, the
@@ -42,7 +42,8 @@ from src.toyworld.render import render_batch
 from src.toyworld.training import invert, refine, train_autoencoder
 
 STAGES = (
-    "oracle", "clip", "clip_tune", "clip_resnet", "autoencoder", "identity", "latents", "harden", "calibrate", "dense", "report", "export"
+    "oracle", "clip", "clip_tune", "clip_resnet", "autoencoder", "identity", "latents", "harden", "calibrate", "dense",
+    "report", "export",
 )  # fmt: skip
 # opt-in stages (never in the default run): ceilings = recompute the report's ideal-edit ceilings alone, after a
 # change of the judge (--from-assets --stages ceilings,export: minutes, where the report stage takes about an hour)
