@@ -30,7 +30,7 @@ def test_candidates_repaint_only_the_target_part():
 def test_probe_json_without_augmentation_prefers_the_ideal_edit(tmp_path):
     """With the world's two CLIPs and one unaugmented view, the toyfaces recipe scores the ideal green lips below a
     whole-image green tint and green eyes (CLIP-NCE of each CLIP with the negatives the domain's rule derives, plus
-    identity, pixel L1, the round trip and latent L2, 0 for image candidates)."""
+    identity, pixel L1, the round trip, latent L2 and the target term, 0 for image candidates)."""
     cfg = compose_train(
         ["prompt=green_lipstick", "aug=none", "probe.n=8", "probe.tints=[0.2]"], tmp_path, "probe"
     )
@@ -40,9 +40,11 @@ def test_probe_json_without_augmentation_prefers_the_ideal_edit(tmp_path):
     assert out["target"] == "lip_color:green" and out["n"] == 8
     losses = out["losses"]
     assert set(losses) == {"no edit", "ideal", "half-way ideal", "tint 0.2", "iris_color=green"}
-    # the toyfaces recipe: CLIP-NCE of each CLIP (and their mean) + identity + pixel L1 + round trip + latent L2
+    # the toyfaces recipe: CLIP-NCE and the target term of each CLIP (and their means) + identity + pixel L1 + round
+    # trip + latent L2
     assert set(losses["ideal"]) == {
-        "total", "clip_nce", "clip_nce@0", "clip_nce@1", "identity", "pixel_l1", "manifold", "latent_l2"
+        "total", "clip_nce", "clip_nce@0", "clip_nce@1", "target_clip", "target_clip@0", "target_clip@1",
+        "identity", "pixel_l1", "manifold", "latent_l2",
     }  # fmt: skip
     ideal = losses["ideal"]
     assert abs(ideal["clip_nce"] - (ideal["clip_nce@0"] + ideal["clip_nce@1"]) / 2) < 1e-5

@@ -182,6 +182,9 @@ def test_train_and_eval_on_toyfaces(fast_cfg, smoke_assets, tmp_path):
     # is the guide fooled? the CLIP's reading against the rule, and the run's loss on a fair ideal edit
     assert 0.0 <= printed["clip_fooled_rate"] <= printed["clip_reads_target_rate"] <= 1.0
     assert 0.0 <= printed["ideal_beats_edit"] <= 1.0 and printed["ideal_beats_edit_faces"] >= 1
+    for edit in ("loss_edit", "loss_fair_ideal"):  # term by term, weighted: they add up to the loss
+        terms = [v for k, v in printed.items() if k.startswith(edit + "/") and "@" not in k]
+        assert len(terms) >= 2 and sum(terms) == pytest.approx(printed[edit], rel=1e-4)
     tail = res.stdout[res.stdout.index("{") + end :]
     assert (
         "(this run | ceiling)" in tail and "faithful_rate" in tail

@@ -67,14 +67,14 @@ def test_identity_code_never_reaches_the_oracle():
 
 def test_toyfaces_recipe_regularises_with_the_shipped_identity_net(tmp_path):
     """The default toyfaces loss: CLIP-NCE + the paper's identity term through the toy ArcFace + latent L2 + pixel L1
-    + the round trip; the identity term is ~0 for the same image and large for another face."""
+    + the round trip + the target term; the identity term is ~0 for the same image and large for another face."""
     from hydra.utils import instantiate
 
     from src.losses.base import StepContext
     from tests.conftest import compose_train
 
     loss = instantiate(compose_train([], tmp_path).loss)
-    assert set(loss.terms) == {"clip_nce", "identity", "pixel_l1", "manifold", "latent_l2"}
+    assert set(loss.terms) == {"clip_nce", "identity", "pixel_l1", "manifold", "latent_l2", "target_clip"}
     ident = loss.terms["identity"]
     assert isinstance(ident.backbone, IdentityNet) and ident.weight == 0.2
     anchor, positive, _ = triplets(4, np.random.default_rng(3))

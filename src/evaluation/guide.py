@@ -68,12 +68,13 @@ def fair_ideal(
 @torch.no_grad()
 def per_face_loss(
     module: CFCLIPModule, w: torch.Tensor, w_hat: torch.Tensor, text: str | None, seed: int = 0
-) -> torch.Tensor:
-    """The run's own loss of each face's edit w -> w_hat (B,), its views drawn from ``seed`` per face (so two edits
-    of a face meet the same views). The run's prompt: its whole guide (every CLIP of an ensemble, as in training);
-    another ``text`` (a multi-prompt mapper): the primary CLIP's terms only."""
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The run's own loss of each face's edit w -> w_hat (B,) and each weighted term of it (name -> (B,)), its views
+    drawn from ``seed`` per face (so two edits of a face meet the same views). The run's prompt: its whole guide
+    (every CLIP of an ensemble, as in training); another ``text`` (a multi-prompt mapper): the primary CLIP's terms
+    only."""
     feats = None if text is None else module.texts.lookup(module.clip, text)[0]
-    out = []
+    out, parts = [], []
     for i in range(w.shape[0]):
         with torch.random.fork_rng():
             torch.manual_seed(seed + i)
@@ -85,8 +86,15 @@ def per_face_loss(
                 ctx = add_clip_features(
                     ctx, module.clip, module.augment, module.requires, module.augment_source
                 )
-        out.append(module.loss(ctx)[0])
-    return torch.stack(out)
+        total, terms = module.loss(ctx)
+        out.append(total)
+        parts.append(terms)
+    weight = {
+        k: float(t.weight) for k, t in module.loss.terms.items()
+    }  # an ensemble's term@i: weighted as term
+    return torch.stack(out), {
+        k: weight[k.split("@")[0]] * torch.stack([p[k].float() for p in parts]) for k in parts[0]
+    }
 
 
 def ideal_beats_edit(
@@ -97,17 +105,22 @@ def ideal_beats_edit(
     text: str | None,
     steps: int = 100,
 ) -> dict[str, Any]:
-    """The share of faces whose fair ideal edit the run's loss scores lower than the trained edit, and both means."""
+    """The share of faces whose fair ideal edit the run's loss scores lower than the trained edit, both means, and
+    each term's mean for both (``loss_edit/<term>``: which term prefers which edit)."""
     w = w.to(module.device, torch.float32)
     with torch.no_grad():
         w_hat = module.edit(w) if text is None else module.edit(w, text=text)
     with torch.enable_grad():
         w_ideal = fair_ideal(module.generator, w, ideal.to(w.device), region.to(w.device), steps)
-    edit_loss = per_face_loss(module, w, w_hat, text)
-    ideal_loss = per_face_loss(module, w, w_ideal, text)
-    return {
+    edit_loss, edit_parts = per_face_loss(module, w, w_hat, text)
+    ideal_loss, ideal_parts = per_face_loss(module, w, w_ideal, text)
+    out = {
         "ideal_beats_edit": (ideal_loss < edit_loss).float().mean().item(),
         "loss_edit": edit_loss.mean().item(),
         "loss_fair_ideal": ideal_loss.mean().item(),
         "ideal_beats_edit_faces": int(w.shape[0]),
     }
+    for name in edit_parts:
+        out[f"loss_edit/{name}"] = edit_parts[name].mean().item()
+        out[f"loss_fair_ideal/{name}"] = ideal_parts[name].mean().item()
+    return out

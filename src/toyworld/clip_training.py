@@ -14,6 +14,7 @@ from torch import nn
 from src.toyworld.attributes import SCHEMA, Attributes, uniform_rates
 from src.toyworld.captions import caption, clutter_captions, contrast_captions, hard_negative_captions
 from src.toyworld.pool import RenderPool
+from src.toyworld.recolour import misplace_edits, recolour_edits
 from src.toyworld.render import render_batch
 from src.toyworld.training import Progress, Resumable, cosine_lr
 
@@ -137,6 +138,8 @@ def train_clip(
     robust_clutter: float = 0.0,
     robust_half: float = 0.0,
     robust_occlude: float = 0.0,
+    robust_recolour: float = 0.0,
+    robust_misplace: float = 0.0,
     occlude: float = 0.0,
     bf16: bool = True,
     pool_size: int = 8192,
@@ -154,12 +157,19 @@ def train_clip(
     ``robust_clutter`` of those images gets strokes painted on (``clutter``), captioned by ``clutter_captions``:
     a part's true value against another value as the hard negative; a share ``robust_half`` are ``half_edits``
     (one pointed ear is not elf ears); a share ``robust_occlude`` of the plain images has one side cut off
-    (``occlude_side``). ``occlude`` does the same from the first step on (the robust phase uses ``robust_occlude``):
+    (``occlude_side``); a share ``robust_recolour`` has one colour part repainted in a colour the world never
+    draws there (``recolour_edits``: magenta brows are not purple), a share ``robust_misplace`` a counterfactual
+    colour next to its part (``misplace_edits``: a blue background is not blue skin). ``occlude`` does the same from the first step on (the robust phase uses ``robust_occlude``):
     a CLIP that learns with one side hidden reads each side, where one trained on whole faces reads one ear.
     """
-    if robust_clutter + robust_half + max(robust_occlude, occlude) > 1:
+    edit_kinds = (
+        (robust_recolour, recolour_edits),
+        (robust_misplace, misplace_edits),
+        (robust_half, half_edits),
+    )
+    if robust_clutter + sum(k for k, _ in edit_kinds) + max(robust_occlude, occlude) > 1:
         raise ValueError(
-            "robust_clutter + robust_half + robust_occlude are shares of one batch: at most 1 in all"
+            "robust_clutter, _half, _recolour, _misplace and _occlude are shares of one batch: at most 1 in all"
         )
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 31])
@@ -205,14 +215,21 @@ def train_clip(
         idx = torch.randint(len(pool), (batch,), generator=g)
         x = pool.images[idx].float() / 127.5 - 1.0
         attrs: list[Attributes] = [pool.attrs[i] for i in idx.tolist()]
-        n_half = int(round(batch * robust_half)) if step >= steps else 0
+        counts = [int(round(batch * share)) if step >= steps else 0 for share, _ in edit_kinds]
         n_clutter = int(round(batch * robust_clutter)) if step >= steps else 0
         n_occ = int(round(batch * (robust_occlude if step >= steps else occlude)))
-        plain, cut = batch - n_half - n_clutter, batch - n_half  # [plain | clutter | half edits]
-        half_pairs: list[tuple[str, str]] = []
-        if n_half:
-            xh, half_pairs = half_edits(attrs[cut:], [pool.seeds[i] for i in idx[cut:].tolist()], rng)
-            x = torch.cat([x[:cut], xh])
+        cut = batch - sum(counts)  # [plain | clutter | recoloured | misplaced | half edits]
+        plain = cut - n_clutter
+        seeds = [pool.seeds[i] for i in idx.tolist()]
+        edit_pairs: list[tuple[str, str]] = []
+        at, parts = cut, [x[:cut]]
+        for n, (_, make) in zip(counts, edit_kinds):
+            if n:
+                xe, kind_pairs = make(attrs[at : at + n], seeds[at : at + n], rng)
+                parts.append(xe)
+                edit_pairs += kind_pairs
+                at += n
+        x = torch.cat(parts)
         if step >= steps:
             x = robust_views(x, g, warp, robust_colour, robust_colour_grid)
         if n_occ:  # the last n_occ plain images lose one side
@@ -221,7 +238,7 @@ def train_clip(
             x = torch.cat([x[:plain], clutter(x[plain:cut], g), x[cut:]])
         x = x + 0.02 * torch.randn(x.shape, generator=g)  # mild noise
         texts = [caption(a, rng) for a in attrs[:plain]]
-        pairs = [clutter_captions(a, rng)[:2] for a in attrs[plain:cut]] + half_pairs
+        pairs = [clutter_captions(a, rng)[:2] for a in attrs[plain:cut]] + edit_pairs
         texts += [p for p, _ in pairs]
         for a in attrs[: batch * hard_negatives // 2]:
             texts += hard_negative_captions(a, rng, n=1)
@@ -245,6 +262,8 @@ def train_clip(
         "clip_robust_clutter": float(robust_clutter),
         "clip_robust_half": float(robust_half),
         "clip_robust_occlude": float(robust_occlude),
+        "clip_robust_recolour": float(robust_recolour),
+        "clip_robust_misplace": float(robust_misplace),
         "clip_occlude": float(occlude),
         "clip_attributes": float(len(SCHEMA)),
     }
