@@ -24,27 +24,29 @@ from src.toyworld import assets
 from src.toyworld.attributes import SCHEMA
 from src.toyworld.judge.shortcuts import class_embeddings
 from src.toyworld.pool import TEST_SEED_OFFSET, sample_scenes
-from src.toyworld.recolour import COLOUR_WORDS, PALETTES, _lab, distractors, nearest_value, paint
+from src.toyworld.recolour import (
+    COLOUR_WORDS,
+    PALETTES,
+    cielab,
+    distractors,
+    nearest_colour_value,
+    nearest_value,
+    paint,
+)
 from src.toyworld.render import render_batch
 
 
 def heldout_hues(attribute: str, n: int, seed: int) -> list[tuple[int, int, int]]:
     """``n`` random saturated colours at least 25 CIELAB units from every training colour and palette colour."""
     rng = np.random.default_rng([seed, 77])
-    known = [_lab(c) for c in (*COLOUR_WORDS.values(), *PALETTES[attribute].values())]
+    known = [cielab(c) for c in (*COLOUR_WORDS.values(), *PALETTES[attribute].values())]
     out: list[tuple[int, int, int]] = []
     while len(out) < n:
         h, s, v = rng.random(), 0.5 + 0.5 * rng.random(), 0.4 + 0.6 * rng.random()
         rgb = tuple(int(round(255 * c)) for c in colorsys.hsv_to_rgb(h, s, v))
-        if min(float((_lab(rgb) - k).norm()) for k in known) >= 25:
+        if min(float((cielab(rgb) - k).norm()) for k in known) >= 25:
             out.append(rgb)
     return out
-
-
-def nearest_of(attribute: str, rgb: tuple[int, int, int]) -> str:
-    """The attribute's world value nearest (CIELAB) to ``rgb``."""
-    target, pal = _lab(rgb), PALETTES[attribute]
-    return min(pal, key=lambda v: float((_lab(pal[v]) - target).norm()))
 
 
 @torch.no_grad()
@@ -67,7 +69,9 @@ def hues(clip: torch.nn.Module, faces: int = 48, seed: int = 9) -> dict[str, dic
                 "vocabulary": [
                     COLOUR_WORDS[w] for w in distractors(attribute) if nearest_value(attribute, w) != value
                 ],
-                "heldout": [c for c in heldout_hues(attribute, 8, seed) if nearest_of(attribute, c) != value],
+                "heldout": [
+                    c for c in heldout_hues(attribute, 8, seed) if nearest_colour_value(attribute, c) != value
+                ],
             }
             row = {}
             for name, colours in sets.items():

@@ -89,12 +89,9 @@ def per_face_loss(
         total, terms = module.loss(ctx)
         out.append(total)
         parts.append(terms)
-    weight = {
-        k: float(t.weight) for k, t in module.loss.terms.items()
-    }  # an ensemble's term@i: weighted as term
-    return torch.stack(out), {
-        k: weight[k.split("@")[0]] * torch.stack([p[k].float() for p in parts]) for k in parts[0]
-    }
+    weight = {k: float(t.weight) for k, t in module.loss.terms.items()}  # an ensemble's term@i: as its term
+    per_term = {k: weight[k.split("@")[0]] * torch.stack([p[k].float() for p in parts]) for k in parts[0]}
+    return torch.stack(out), per_term
 
 
 def ideal_beats_edit(

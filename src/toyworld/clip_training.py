@@ -159,8 +159,9 @@ def train_clip(
     (one pointed ear is not elf ears); a share ``robust_occlude`` of the plain images has one side cut off
     (``occlude_side``); a share ``robust_recolour`` has one colour part repainted in a colour the world never
     draws there (``recolour_edits``: magenta brows are not purple), a share ``robust_misplace`` a counterfactual
-    colour next to its part (``misplace_edits``: a blue background is not blue skin). ``occlude`` does the same from the first step on (the robust phase uses ``robust_occlude``):
-    a CLIP that learns with one side hidden reads each side, where one trained on whole faces reads one ear.
+    colour next to its part (``misplace_edits``: a blue background is not blue skin). ``occlude`` does the same as
+    ``robust_occlude`` from the first step on (the robust phase uses ``robust_occlude``): a CLIP that learns with one
+    side hidden reads each side, where one trained on whole faces reads one ear.
     """
     edit_kinds = (
         (robust_recolour, recolour_edits),

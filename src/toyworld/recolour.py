@@ -1,9 +1,11 @@
 """Near-miss colours for the toy CLIP's data: a face part repainted in a colour the world never draws there
 (magenta eyebrows, teal lips), captioned by that colour's name against a value the world has.
 
-Why: the world draws each part in a few colours only, so a CLIP trained on its renders learns "purple eyebrows" as
-"the brows are not a hair colour", and reads magenta or pink brows as purple (docs/guide.md). Real CLIP saw every hue
-named on the web. The distractors of a part are derived by one rule from a colour vocabulary, not written per part.
+Why: the world draws each part in a few colours only, where real CLIP saw every hue named on the web. A CLIP trained
+on the renders alone might take a near miss for the target (magenta brows for purple); `experiments/probes/
+clip_hues.py` measured that the shipped CLIPs do not, and tuning on these images did not help the edits, so the
+shipped CLIPs are trained without them (``train_clip``'s ``robust_recolour`` / ``robust_misplace``, 0; docs/guide.md).
+The distractors of a part are derived by one rule from a colour vocabulary, not written per part.
 """
 
 from __future__ import annotations
@@ -32,12 +34,12 @@ PALETTES: dict[str, dict[str, tuple[int, int, int]]] = {
     "iris_color": COLOURS["iris_color"],
     "skin_tone": COLOURS["skin_tone"],
 }
-MIN_DELTA_E = (
-    25.0  # a distractor this far (CIELAB) from every colour the part has in the world: another colour
-)
+# a distractor this far (CIELAB) from every colour the part has in the world is another colour
+MIN_DELTA_E = 25.0
 
 
-def _lab(rgb: tuple[int, int, int]) -> torch.Tensor:
+def cielab(rgb: tuple[int, int, int]) -> torch.Tensor:
+    """CIELAB (3,) of an RGB colour in 0-255 (the judge's colour space)."""
     from kornia.color import rgb_to_lab
 
     return rgb_to_lab(torch.tensor(rgb, dtype=torch.float32).view(1, 3, 1, 1) / 255).view(3)
@@ -48,19 +50,24 @@ def distractors(attribute: str) -> tuple[str, ...]:
     """Colour words the world never draws on ``attribute``'s part: not one of its values' words, and at least
     ``MIN_DELTA_E`` from each of its palette colours (white skin is too close to pale skin to be another colour)."""
     own = {w for phrases in SCHEMA[attribute].phrases.values() for p in phrases for w in p.split()}
-    labs = [_lab(c) for c in PALETTES[attribute].values()]
+    labs = [cielab(c) for c in PALETTES[attribute].values()]
     return tuple(
         w
         for w, rgb in COLOUR_WORDS.items()
-        if w not in own and min(float((_lab(rgb) - p).norm()) for p in labs) >= MIN_DELTA_E
+        if w not in own and min(float((cielab(rgb) - p).norm()) for p in labs) >= MIN_DELTA_E
     )
 
 
+def nearest_colour_value(attribute: str, rgb: tuple[int, int, int]) -> str:
+    """The value of ``attribute`` whose palette colour is nearest (CIELAB) to ``rgb``."""
+    target, palette = cielab(rgb), PALETTES[attribute]
+    return min(palette, key=lambda v: float((cielab(palette[v]) - target).norm()))
+
+
+@functools.cache
 def nearest_value(attribute: str, word: str) -> str:
-    """The value of ``attribute`` whose palette colour is nearest (CIELAB) to colour word ``word``."""
-    target = _lab(COLOUR_WORDS[word])
-    values = [v for v in SCHEMA[attribute].values if v in PALETTES[attribute]]
-    return min(values, key=lambda v: float((_lab(PALETTES[attribute][v]) - target).norm()))
+    """The value of ``attribute`` nearest to colour word ``word`` (``nearest_colour_value``)."""
+    return nearest_colour_value(attribute, COLOUR_WORDS[word])
 
 
 def _rename(text: str, attribute: str, value: str, word: str) -> str:
@@ -86,9 +93,9 @@ def recolour_edits(
     attrs: list[Attributes], seeds: list[int], rng: np.random.Generator
 ) -> tuple[torch.Tensor, list[tuple[str, str]]]:
     """Plain-style faces (N, 3, H, W) in [-1, 1] with one colour part (brows, lips, irises or skin) repainted in a
-    distractor colour, shading kept, with (caption, negative)
-    pairs (``paint``): the distractor's name against, half the time, one of the part's counterfactual values (what mappers
-    aim for: magenta brows are not purple), else its nearest value in the world (teal lips are not green)."""
+    distractor colour (``paint``), with (caption, negative) pairs: the distractor's name against, half the time, one
+    of the part's counterfactual values (what mappers aim for: magenta brows are not purple), else its nearest value
+    in the world (teal lips are not green)."""
     names = list(PALETTES)
     picks = [names[rng.integers(len(names))] for _ in attrs]
     plain = [a.replace(style="plain") for a in attrs]
@@ -134,9 +141,7 @@ def misplace_edits(
         spec = SCHEMA[name]
         value = spec.counterfactual[rng.integers(len(spec.counterfactual))]
         keep = getattr(a, name)
-        if (
-            keep in spec.counterfactual
-        ):  # the caption must name a value the part really has, not the painted one
+        if keep in spec.counterfactual:  # the caption must name a value the part has, not the painted one
             keep = spec.natural[rng.integers(len(spec.natural))]
             a = a.replace(**{name: keep})
             x[i] = render_batch([a], [seeds[i]])[0]
