@@ -203,6 +203,10 @@ def test_evaluator_verdicts_with_the_shipped_oracle(case: str, faithful: float) 
     )
     assert out["nearest_target_rate"] == (1.0 if case == "ideal" else 0.0)
     assert ev.last["faithful"].shape == (6,) and ev.last["ideal"].shape == e["ideal"].shape
+    # renders keep every other part by the rule as by the oracle; a tint of the whole face may not
+    if case != "global tint":
+        assert out["others_kept_rule_rate"] == 1.0 and out["oracle_rule_agreement_kept"] == 1.0
+    assert out["faithful_rule_kept_rate"] <= out["faithful_rate"]
 
 
 def test_rule_labels_need_the_colour_vote(faces: tuple) -> None:
@@ -241,3 +245,19 @@ def test_rule_reads_each_side_of_a_pair(faces: tuple) -> None:
             assert per_side["ears"] == want, (case, per_side)
             assert read.ears == ("pointed" if want == (1, 1) else "round")
             assert per_side["eyebrow_color"][0] == per_side["eyebrow_color"][1]  # untouched pairs agree
+
+
+def test_kept_by_rule_sees_a_bleed_into_another_part(faces: tuple) -> None:
+    """Purple brows: the ideal keeps every other part; the same edit with the irises repainted too (a bleed the
+    oracle may miss) fails the iris attribute only, and only on faces whose irises really changed."""
+    from src.toyworld.judge.composed import kept_by_rule
+
+    attrs, seeds = faces
+    change = {"eyebrow_color": "purple"}
+    ideal = render_batch([a.replace(**change) for a in attrs], seeds)
+    kept = kept_by_rule(ideal, attrs, seeds, change)
+    assert "eyebrow_color" not in kept and all(bool(v.all()) for v in kept.values())
+    bleed = render_batch([a.replace(**change, iris_color="green") for a in attrs], seeds)
+    kept = kept_by_rule(bleed, attrs, seeds, change)
+    assert kept["iris_color"].tolist() == [a.iris_color == "green" for a in attrs]
+    assert all(bool(v.all()) for a, v in kept.items() if a != "iris_color")

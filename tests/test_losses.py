@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -43,6 +44,26 @@ def test_global_clip_is_one_minus_cosine():
     text = text_features(unit(1, 0, 0), unit(0, 0, 1))
     loss = GlobalCLIPLoss()(ctx_with(text=text, edit_features=edit))
     assert loss.item() == pytest.approx(1 - 1 / math.sqrt(2), abs=1e-6)
+
+
+def test_global_clip_with_temperature_is_a_cross_entropy_against_source_and_negatives():
+    """Target (1,0,0,0), source (0,1,0,0), one negative in two templates: (0,0,1,0) and (0,0,0,1) (mean: their
+    bisector). The hand-computed cross-entropy; ~0 once the edit reads as the target; large on the negative."""
+    t2 = torch.stack([unit(1, 0, 0, 0), unit(1, 0, 0, 0)])
+    s2 = torch.stack([unit(0, 1, 0, 0), unit(0, 1, 0, 0)])
+    neg = torch.stack([unit(0, 0, 1, 0), unit(0, 0, 0, 1)])
+    text = dataclasses.replace(text_features(t2[0], s2[0], t2, s2), negative_templates=neg)
+    term = GlobalCLIPLoss(use_templates=True, temperature=0.1)
+    edit = unit(1, 1, 1, 0)[None]
+    cos = torch.tensor(
+        [1 / math.sqrt(3), 1 / math.sqrt(3), 1 / math.sqrt(6)]
+    )  # target, source, negative mean
+    expected = torch.logsumexp(cos / 0.1, 0) - cos[0] / 0.1
+    assert term(ctx_with(text=text, edit_features=edit)).item() == pytest.approx(expected.item(), rel=1e-5)
+    assert term(ctx_with(text=text, edit_features=unit(1, 0, 0, 0)[None])).item() < 1e-3  # saturated
+    assert term(ctx_with(text=text, edit_features=unit(0, 0, 1, 1)[None])).item() > 10
+    with pytest.raises(ValueError, match="temperature"):
+        GlobalCLIPLoss(temperature=-1)
 
 
 def test_directional_zero_when_aligned_and_two_when_opposite():

@@ -1,7 +1,7 @@
 """Probe: which colour the faithful edits of a toyfaces run really have. Region fidelity asks whether each pixel of
 the part is nearer the ideal than the source, so a colour between them passes (dark navy lips for "black
 lipstick"). Here every side of the part votes among all values of the attribute (the renders of the face under
-each value; the region rule's ``_votes``), and the faithful faces are counted by the value they vote for.
+each value; the region rule's ``side_votes``), and the faithful faces are counted by the value they vote for.
 
 Usage: python experiments/probes/kway_faithful.py [--lab] <run>/checkpoints/last.ckpt [...]
 Prints per run: faithful faces, how many of them vote for the target on every side, and the other values voted.
@@ -21,8 +21,8 @@ from hydra.utils import instantiate
 from src.eval import load_run
 from src.evaluation.generic import edit_test_set
 from src.toyworld.attributes import SCHEMA
-from src.toyworld.judge.calibration import _candidates, _votes
-from src.toyworld.judge.rule import lab
+from src.toyworld.judge.calibration import _candidates
+from src.toyworld.judge.rule import lab, side_votes
 
 
 @torch.no_grad()
@@ -49,7 +49,7 @@ def main(ckpts: list[str], lab_space: bool = False) -> None:
         votes = collections.Counter()
         for i in torch.nonzero(faithful).flatten().tolist():
             cands = _candidates(attrs[i], seeds[i], attribute)  # (K, 3, H, W): the face under every value
-            read = [v for v in _votes(x_hat[i].float(), cands, attribute, space=space) if v is not None]
+            read = [v for v in side_votes(x_hat[i].float(), cands, attribute, space=space) if v is not None]
             names = sorted({SCHEMA[attribute].values[v] for v in read})
             votes["+".join(names)] += 1
         n = int(faithful.sum())

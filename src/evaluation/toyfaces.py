@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from src.models.clip_ensemble import CLIPEnsemble
 from src.toyworld.assets import ASSET_DIR, load_latents, load_report, manifest
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes, values_in_text
-from src.toyworld.judge.composed import judge_composed, value_renders
+from src.toyworld.judge.composed import judge_composed, kept_by_rule, value_renders
 from src.toyworld.judge.oracle import load_oracle
 from src.toyworld.judge.rule import FaithfulThresholds, ideal_edit_scores, summarize
 from src.toyworld.render import attribute_mask, render
@@ -219,6 +219,14 @@ class ToyfacesEvaluator:
         per = {a: (p_edit[a] == p_src[a]).float().mean().item() for a in LABEL_ATTRIBUTES if a != attribute}
         out["preservation"] = float(np.mean(list(per.values())))
         out["preservation_per_attribute"] = per
+        # the same question asked of the world's rule (each other part's colour votes for its own value): a
+        # diagnostic of what the oracle's "kept" misses (a bleed into the irises), not part of the verdict
+        kept = kept_by_rule(x_hat, attrs, seeds, {attribute: value})
+        kept_all = torch.stack(list(kept.values())).all(0)
+        oracle_kept = torch.stack([p_edit[a] == p_src[a] for a in kept]).all(0)
+        out["others_kept_rule_rate"] = kept_all.float().mean().item()
+        out["oracle_rule_agreement_kept"] = (kept_all == oracle_kept).float().mean().item()
+        out["faithful_rule_kept_rate"] = (faithful & kept_all).float().mean().item()
         out["faithful_thresholds"] = dataclasses.asdict(self.thresholds)
         out["ceiling"] = self.ceilings(attribute, value)
         self.last = {"ideal": ideal_t, "faithful": faithful, "rule": per_face["rule"], "region": mask}

@@ -13,17 +13,35 @@ from src.losses.base import LossTerm, StepContext, normalize
 
 
 class GlobalCLIPLoss(LossTerm):
-    """1 - cos(E_I(x_hat), E_T(target)); with ``use_templates`` the target is the template mean."""
+    """1 - cos(E_I(x_hat), E_T(target)); with ``use_templates`` the target is the template mean.
+
+    ``temperature`` > 0 (not in StyleCLIP): instead a cross-entropy of the edit's cosines to the target against the
+    source text and each negative of the prompt (template means) at that temperature, so reaching the target pays
+    only as long as a negative (the target colour on another part, "blue eyebrows") or the source still competes.
+    """
 
     requires = frozenset({"images", "edit_features"})
 
-    def __init__(self, weight: float = 1.0, use_templates: bool = False):
+    def __init__(self, weight: float = 1.0, use_templates: bool = False, temperature: float = 0.0):
         super().__init__(weight)
+        if temperature < 0:
+            raise ValueError(f"GlobalCLIPLoss.temperature must be >= 0 (0: plain cosine), got {temperature}")
         self.use_templates = use_templates
+        self.temperature = float(temperature)
 
     def forward(self, ctx: StepContext) -> torch.Tensor:
-        text = normalize(ctx.text.target_templates.mean(0)) if self.use_templates else ctx.text.target
-        return (1 - ctx.need("edit_features") @ text).mean()
+        t = ctx.text
+        text = normalize(t.target_templates.mean(0)) if self.use_templates else t.target
+        edit = ctx.need("edit_features")  # (B, E)
+        if not self.temperature:
+            return (1 - edit @ text).mean()
+        T = t.source_templates.shape[0]
+        rivals = [t.source_templates.mean(0, keepdim=True)]  # (1, E)
+        if t.negative_templates is not None and len(t.negative_templates):
+            rivals.append(t.negative_templates.view(-1, T, edit.shape[-1]).mean(1))  # (N, E)
+        texts = normalize(torch.cat([text[None], *rivals]))  # (1 + 1 + N, E), the target first
+        logits = edit @ texts.T / self.temperature  # (B, 1 + 1 + N)
+        return (torch.logsumexp(logits, -1) - logits[:, 0]).mean()
 
 
 class DirectionalCLIPLoss(LossTerm):

@@ -20,7 +20,7 @@ faces and held-out mapper runs. Evaluation only: nothing here feeds a loss.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import cache
 
 import torch
@@ -34,8 +34,8 @@ from src.toyworld.judge.rule import (
     dilate,
     nearest_value,
     region_fidelity,
+    side_votes,
     sides,
-    values_region,
 )
 
 Target = tuple[str, str] | None  # (attribute, value) an image was meant to edit, or None
@@ -45,28 +45,6 @@ Target = tuple[str, str] | None  # (attribute, value) an image was meant to edit
 def _candidates(base: Attributes, seed: int, attribute: str) -> torch.Tensor:
     """Renders (K, 3, H, W) of the face under every value of ``attribute`` (cached: faces repeat)."""
     return value_renders([base], [seed], attribute)[0]
-
-
-def _votes(
-    y: torch.Tensor,
-    cands: torch.Tensor,
-    attribute: str,
-    exclude: int | None = None,
-    space: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> list[int | None]:
-    """Per side of the attribute's region, the index of the value its pixels vote for (None: an empty side).
-    ``space``: a colour transform of (B, 3, H, W) images in which pixels measure their distances (default RGB)."""
-    region = values_region(cands)  # (H, W)
-    if space is not None:
-        y, cands = space(y[None])[0], space(cands)
-    d = (y[None] - cands).pow(2).sum(1)  # (K, H, W)
-    if exclude is not None:
-        d[exclude] = float("inf")
-    nearest = d.argmin(0)
-    return [
-        int(torch.bincount(nearest[side], minlength=cands.shape[0]).argmax()) if side.any() else None
-        for side in sides(region[None, None], attribute in PAIRED)[0]
-    ]
 
 
 def _agreed(votes: list[int | None]) -> int | None:
@@ -107,14 +85,14 @@ def read_sides_by_rule(
         values = SCHEMA[attribute].values
         if target is not None and attribute == target[0]:
             t = values.index(target[1])
-            votes = _votes(y, _candidates(read, seed, attribute), attribute, exclude=t)
+            votes = side_votes(y, _candidates(read, seed, attribute), attribute, exclude=t)
             if getattr(read, attribute) != target[1]:  # not the target: which other value, if any?
                 k = _agreed(votes)
                 if k is not None:
                     read = read.replace(**{attribute: values[k]})
             votes = [t if ok else v for ok, v in zip(passes, votes)]
         else:
-            votes = _votes(y, _candidates(read, seed, attribute), attribute)
+            votes = side_votes(y, _candidates(read, seed, attribute), attribute)
             k = _agreed(votes)
             if k is not None:
                 read = read.replace(**{attribute: values[k]})

@@ -115,6 +115,28 @@ def nearest_value(
     return (counts.argmax(-1) == target) | (side_masks.sum((2, 3)) == 0)
 
 
+def side_votes(
+    y: torch.Tensor,
+    cands: torch.Tensor,
+    attribute: str,
+    exclude: int | None = None,
+    space: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> list[int | None]:
+    """Per side of the attribute's region, the index of the value its pixels vote for (None: an empty side).
+    ``space``: a colour transform of (B, 3, H, W) images in which pixels measure their distances (default RGB)."""
+    region = values_region(cands)  # (H, W)
+    if space is not None:
+        y, cands = space(y[None])[0], space(cands)
+    d = (y[None] - cands).pow(2).sum(1)  # (K, H, W)
+    if exclude is not None:
+        d[exclude] = float("inf")
+    nearest = d.argmin(0)
+    return [
+        int(torch.bincount(nearest[side], minlength=cands.shape[0]).argmax()) if side.any() else None
+        for side in sides(region[None, None], attribute in PAIRED)[0]
+    ]
+
+
 def dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
     """Binary dilation of (N, 1, H, W) by a (2p+1)^2 square."""
     if pixels <= 0:
