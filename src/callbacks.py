@@ -121,8 +121,8 @@ class OracleCurveCallback(pl.Callback):
                     continue
                 x, x_hat = edit_test_set(module, own, text=text)
                 flat = flatten(
-                    self.evaluator(x, x_hat, p.name, text) if text else self.evaluator(x, x_hat, p.name)
-                )
+                    self.evaluator(x, x_hat, p.name, p.target)
+                )  # judged by its text if unconfigured
                 per_name[p.name] = {
                     k: float(flat[k]) for k in self.KEYS if isinstance(flat.get(k), int | float)
                 }

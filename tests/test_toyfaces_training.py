@@ -11,11 +11,11 @@ from tests.conftest import FAST, compose_train
 
 
 def test_short_run_on_shipped_toyfaces_edits_above_the_unedited_baseline(tmp_path):
-    """60 steps of the default recipe (4 views instead of 8) on green_lipstick, seed 0, judged against the ideal
-    edit. Measured with the two-CLIP recipe (32 test faces, ~1 min beside another job): worst-side region fidelity
-    0.32 (an unedited face ~0), collateral 32.2 dB, faithful 0.25 already, preservation 1.00: the edit starts where
-    the prompt points and nowhere else (30 steps were too few for this recipe: fidelity 0.13)."""
-    steps = 60
+    """100 steps of the default recipe (4 views instead of 8) on green_lipstick, seed 0, judged against the ideal
+    edit. Measured with the target term at weight 4 (32 test faces, ~1.5 min beside another job): worst-side region
+    fidelity 0.92 (an unedited face ~0), collateral 29.5 dB, faithful 0.88, preservation 1.00. At 60 steps that
+    recipe has the lips (fidelity 0.81) but not yet a clean face (27.3 dB, faithful 0.03; weight 2: 0.25)."""
+    steps = 100
     cfg = compose_train(
         FAST
         + [
@@ -31,7 +31,7 @@ def test_short_run_on_shipped_toyfaces_edits_above_the_unedited_baseline(tmp_pat
             "data.num_train=256",
             "data.num_test=32",
             "eval_after_fit=true",
-            "callbacks.oracle_curve.every_n_steps=30",
+            "callbacks.oracle_curve.every_n_steps=50",
         ],
         tmp_path,
     )
@@ -39,9 +39,9 @@ def test_short_run_on_shipped_toyfaces_edits_above_the_unedited_baseline(tmp_pat
     result = json.loads((tmp_path / "eval" / "eval.json").read_text())
     assert result["target"] == "lip_color:green" and result["n"] == 32
     assert metrics["eval/unedited_accuracy"] == 0.0  # no test face has green lips before the edit
-    assert metrics["eval/faithful_rate"] >= 0.1, metrics
-    assert metrics["eval/region_fidelity_min"] >= 0.2, metrics
-    assert metrics["eval/collateral_psnr"] >= 27.0, metrics
+    assert metrics["eval/faithful_rate"] >= 0.5, metrics
+    assert metrics["eval/region_fidelity_min"] >= 0.5, metrics
+    assert metrics["eval/collateral_psnr"] >= 28.0, metrics
     assert metrics["eval/preservation"] >= 0.95, metrics
     assert metrics["eval/ceiling/faithful_rate"] == 1.0  # the shipped report's ceiling for green lipstick
     # the oracle curve measured the same 32 test faces during training, logged and saved
@@ -76,7 +76,9 @@ def test_oracle_curve_leaves_the_training_rng_alone(tmp_path):
     class Stub(torch.nn.Module):  # what the callback needs of the LightningModule
         def __init__(self):
             super().__init__()
-            self.generator, self.prompt = generator, SimpleNamespace(name="purple_eyebrows")
+            # a prompt with no ground truth configured (prompt=custom): judged by the value its text names
+            self.generator = generator
+            self.prompt = SimpleNamespace(name="my_brows", target="face with purple eyebrows")
             self.p = torch.nn.Parameter(torch.zeros(1))
 
         @property
@@ -91,7 +93,7 @@ def test_oracle_curve_leaves_the_training_rng_alone(tmp_path):
     trainer = SimpleNamespace(
         datamodule=SimpleNamespace(splits={"test": latents}), loggers=[], global_step=5, is_global_zero=True
     )
-    evaluator = ToyfacesEvaluator(edits={"purple_eyebrows": ["eyebrow_color", "purple"]})
+    evaluator = ToyfacesEvaluator(edits={})
     cb = OracleCurveCallback(evaluator, every_n_steps=5, num_latents=4, path=str(tmp_path / "curve.json"))
     torch.manual_seed(0)
     cb.on_train_batch_end(trainer, Stub())

@@ -23,6 +23,12 @@ def main(ckpts: list[str]) -> None:
     for ckpt in ckpts:
         _, x, x_hat, ev, m = judged_run(ckpt)
         attribute, value = m["target"].split(":")
+        if m["faithful_rule_kept_rate"] is None:
+            print(
+                f"{ckpt}: {m['target']} repaints the whole image: every part changes, nothing to keep",
+                flush=True,
+            )
+            continue
         attrs, seeds = ev.scenes(x.shape[0])
         edit, recon = kept_by_rule(x_hat, attrs, seeds, {attribute: value}), kept_by_rule(x, attrs, seeds, {})
         print(

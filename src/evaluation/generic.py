@@ -141,7 +141,8 @@ def evaluate_prompt(
     evaluator_cfg = cfg.domain.get("evaluator") if hasattr(cfg.domain, "get") else None
     evaluator = instantiate(evaluator_cfg) if evaluator_cfg else None
     if evaluator is not None:
-        metrics.update(evaluator(x, x_hat, name, target) if text is not None else evaluator(x, x_hat, name))
+        # the text too: a prompt with no ground truth configured (prompt=custom) is judged by the values it names
+        metrics.update(evaluator(x, x_hat, name, target))
         if hasattr(evaluator, "guide_metrics"):  # is the guide fooled (src.evaluation.guide)?
             metrics.update(evaluator.guide_metrics(module, latents, x, x_hat, text))
     if out_dir:

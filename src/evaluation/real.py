@@ -216,7 +216,10 @@ class RealEvaluator:
         kid_mean, kid_std = kid.compute()
         return {"fid": fid.compute().item(), "kid": kid_mean.item(), "kid_std": kid_std.item(), "fid_n": n}
 
-    def __call__(self, x: torch.Tensor, x_hat: torch.Tensor, prompt_name: str) -> dict[str, Any]:
+    def __call__(
+        self, x: torch.Tensor, x_hat: torch.Tensor, prompt_name: str, text: str | None = None
+    ) -> dict[str, Any]:
+        """``text`` (the prompt's text, as every domain evaluator takes it) is unused: the texts are configured."""
         out: dict[str, Any] = {"eval_target_text": self.target_text}
         out.update(self.clip_metrics(x, x_hat))
         if self.identity:

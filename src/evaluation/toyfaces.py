@@ -123,6 +123,30 @@ def leakage(x: torch.Tensor, x_hat: torch.Tensor, mask: torch.Tensor) -> float |
     return (outside / inside.clamp_min(1e-8)).item()
 
 
+def kept_metrics(
+    x_hat: torch.Tensor,
+    attrs: Sequence[Attributes],
+    seeds: Sequence[int],
+    attribute: str,
+    value: str,
+    readings: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]],
+    faithful: torch.Tensor,
+    region: torch.Tensor,
+) -> dict[str, float | None]:
+    """The oracle's "others kept" asked of the world's rule (each other part votes for its own value; a diagnostic of
+    what the oracle misses, such as a bleed into the irises, not part of the verdict). None for a whole-image edit
+    (a style repaints every part)."""
+    keys = ("others_kept_rule_rate", "oracle_rule_agreement_kept", "faithful_rule_kept_rate")
+    if not bool((region < 1).any()):
+        return dict.fromkeys(keys)
+    kept = kept_by_rule(x_hat, attrs, seeds, {attribute: value})
+    kept_all = torch.stack(list(kept.values())).all(0)
+    p_src, p_edit = readings
+    oracle_kept = torch.stack([p_edit[a] == p_src[a] for a in kept]).all(0)
+    rates = (kept_all, kept_all == oracle_kept, faithful & kept_all)
+    return {k: r.float().mean().item() for k, r in zip(keys, rates, strict=True)}
+
+
 class ToyfacesEvaluator:
     """Scores source/edited pairs of the toyfaces test latents for one prompt with the oracle."""
 
@@ -219,14 +243,7 @@ class ToyfacesEvaluator:
         per = {a: (p_edit[a] == p_src[a]).float().mean().item() for a in LABEL_ATTRIBUTES if a != attribute}
         out["preservation"] = float(np.mean(list(per.values())))
         out["preservation_per_attribute"] = per
-        # the same question asked of the world's rule (each other part's colour votes for its own value): a
-        # diagnostic of what the oracle's "kept" misses (a bleed into the irises), not part of the verdict
-        kept = kept_by_rule(x_hat, attrs, seeds, {attribute: value})
-        kept_all = torch.stack(list(kept.values())).all(0)
-        oracle_kept = torch.stack([p_edit[a] == p_src[a] for a in kept]).all(0)
-        out["others_kept_rule_rate"] = kept_all.float().mean().item()
-        out["oracle_rule_agreement_kept"] = (kept_all == oracle_kept).float().mean().item()
-        out["faithful_rule_kept_rate"] = (faithful & kept_all).float().mean().item()
+        out.update(kept_metrics(x_hat, attrs, seeds, attribute, value, (p_src, p_edit), faithful, mask))
         out["faithful_thresholds"] = dataclasses.asdict(self.thresholds)
         out["ceiling"] = self.ceilings(attribute, value)
         self.last = {"ideal": ideal_t, "faithful": faithful, "rule": per_face["rule"], "region": mask}
