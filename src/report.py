@@ -29,7 +29,6 @@ from src.utils.stats import mean_ci
 MAIN_METRICS = (
     "faithful_rate",
     "ceiling/faithful_rate",
-    "faithful_rule_kept_rate",
     "region_fidelity_min",
     "ceiling/region_fidelity_min",
     "nearest_target_rate",

@@ -34,7 +34,7 @@ def judged_run(ckpt: str, n: int = 64) -> tuple[Any, torch.Tensor, torch.Tensor,
     dm.setup("test")
     x, x_hat = edit_test_set(module, dm.splits["test"], n, None)
     evaluator = instantiate(cfg.domain.evaluator)
-    return cfg, x, x_hat, evaluator, evaluator(x.float(), x_hat.float(), cfg.prompt.name)
+    return cfg, x, x_hat, evaluator, evaluator(x.float(), x_hat.float(), cfg.prompt.name, cfg.prompt.target)
 
 
 @torch.no_grad()
