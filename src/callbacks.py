@@ -120,9 +120,8 @@ class OracleCurveCallback(pl.Callback):
                 if len(own) == 0:
                     continue
                 x, x_hat = edit_test_set(module, own, text=text)
-                flat = flatten(
-                    self.evaluator(x, x_hat, p.name, p.target)
-                )  # judged by its text if unconfigured
+                # with its text: a prompt with no ground truth configured is judged by the values the text names
+                flat = flatten(self.evaluator(x, x_hat, p.name, p.target))
                 per_name[p.name] = {
                     k: float(flat[k]) for k in self.KEYS if isinstance(flat.get(k), int | float)
                 }

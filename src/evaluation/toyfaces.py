@@ -85,7 +85,8 @@ def judge(
     same faces given): (summary, per-face faithful verdicts (N,) bool). Also used for the build's ceilings.
     ``readings``: the oracle's predictions on (x, x_hat) when the caller has them already. ``candidates``: the
     faces under every value of ``attribute`` (``value_renders``), for the nearest-target vote. ``per_face``: filled with
-    ``rule`` (N,) bool, whether the pixel rule alone (region fidelity and the vote) reads the target."""
+    ``rule`` (N,) bool, whether the pixel rule alone (region fidelity and the vote) reads the target, and ``kept`` (N,)
+    bool, whether the oracle reads every other attribute unchanged."""
     if thresholds.nearest_target and candidates is None:
         raise ValueError(
             "thresholds.nearest_target needs the faces under every value (candidates=value_renders(...))"
@@ -103,6 +104,7 @@ def judge(
         faithful &= scores["nearest_ok"]
     if per_face is not None:
         per_face["rule"] = scores["region_ok"] & scores.get("nearest_ok", scores["region_ok"])
+        per_face["kept"] = kept
     out: dict[str, Any] = summarize(scores, faithful, attribute)
     out["edit_accuracy"] = read.float().mean().item()
     out["others_kept_rate"] = kept.float().mean().item()
@@ -129,20 +131,19 @@ def kept_metrics(
     seeds: Sequence[int],
     attribute: str,
     value: str,
-    readings: tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]],
+    oracle_kept: torch.Tensor,
     faithful: torch.Tensor,
     region: torch.Tensor,
 ) -> dict[str, float | None]:
     """The oracle's "others kept" asked of the world's rule (each other part votes for its own value; a diagnostic of
-    what the oracle misses, such as a bleed into the irises, not part of the verdict). None for a whole-image edit
-    (a style repaints every part)."""
+    what the oracle misses, such as a bleed into the irises, not part of the verdict), beside the oracle's reading
+    ``oracle_kept`` (N,) and the verdicts ``faithful`` (N,). None for a whole-image edit (a style repaints every
+    part)."""
     keys = ("others_kept_rule_rate", "oracle_rule_agreement_kept", "faithful_rule_kept_rate")
     if not bool((region < 1).any()):
         return dict.fromkeys(keys)
     kept = kept_by_rule(x_hat, attrs, seeds, {attribute: value})
     kept_all = torch.stack(list(kept.values())).all(0)
-    p_src, p_edit = readings
-    oracle_kept = torch.stack([p_edit[a] == p_src[a] for a in kept]).all(0)
     rates = (kept_all, kept_all == oracle_kept, faithful & kept_all)
     return {k: r.float().mean().item() for k, r in zip(keys, rates, strict=True)}
 
@@ -243,7 +244,7 @@ class ToyfacesEvaluator:
         per = {a: (p_edit[a] == p_src[a]).float().mean().item() for a in LABEL_ATTRIBUTES if a != attribute}
         out["preservation"] = float(np.mean(list(per.values())))
         out["preservation_per_attribute"] = per
-        out.update(kept_metrics(x_hat, attrs, seeds, attribute, value, (p_src, p_edit), faithful, mask))
+        out.update(kept_metrics(x_hat, attrs, seeds, attribute, value, per_face["kept"], faithful, mask))
         out["faithful_thresholds"] = dataclasses.asdict(self.thresholds)
         out["ceiling"] = self.ceilings(attribute, value)
         self.last = {"ideal": ideal_t, "faithful": faithful, "rule": per_face["rule"], "region": mask}

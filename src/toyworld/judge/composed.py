@@ -24,12 +24,14 @@ from src.models.weights import user_cache_dir
 from src.toyworld.assets import ASSET_DIR, load_generator, load_inverter, manifest
 from src.toyworld.attributes import LABEL_ATTRIBUTES, SCHEMA, Attributes
 from src.toyworld.judge.rule import (
+    PAIRED,
     FaithfulThresholds,
     changed_region,
     ideal_edit_scores,
-    lab,
     nanmean,
-    side_votes,
+    nearest_value,
+    sides,
+    values_region,
 )
 from src.toyworld.render import render, render_batch
 from src.toyworld.training import decode, invert, refine
@@ -61,19 +63,17 @@ def kept_by_rule(
 ) -> dict[str, torch.Tensor]:
     """Per attribute the edit does not name, whether (N,) each face keeps it by the pixel rule: every side of that
     attribute's region votes, in CIELAB, for the face's own value among the face rendered with ``changes`` under
-    every value (``side_votes``). The oracle's "others kept" read by the world's rule instead (a diagnostic)."""
+    every value (``nearest_value``). The oracle's "others kept" read by the world's rule instead (a diagnostic)."""
     out = {}
     for a in LABEL_ATTRIBUTES:
         if a in changes:
             continue
         cands = value_renders(attrs, seeds, a, changes)  # (N, K, 3, H, W)
-        own = [SCHEMA[a].index(getattr(f, a)) for f in attrs]
-        out[a] = torch.tensor(
-            [
-                all(v in (None, k) for v in side_votes(y.float(), c, a, space=lab))
-                for y, c, k in zip(edits, cands, own, strict=True)
-            ]
-        )
+        region = torch.stack([values_region(c) for c in cands])[
+            :, None
+        ]  # (N, 1, H, W): where the values differ
+        own = torch.tensor([SCHEMA[a].index(getattr(f, a)) for f in attrs])[:, None]  # (N, 1)
+        out[a] = nearest_value(edits.float(), cands, own, sides(region, a in PAIRED)).all(1)
     return out
 
 

@@ -100,12 +100,13 @@ def cie76(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def nearest_value(
     edit: torch.Tensor,
     candidates: torch.Tensor,
-    target: int,
+    target: int | torch.Tensor,
     side_masks: torch.Tensor,
     distance: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = cie76,
 ) -> torch.Tensor:
     """Whether (N, S) the plurality of each side's pixels is nearest, in CIELAB, to the render of value ``target`` among
     ``candidates`` (N, K, 3, H, W): the face rendered under every value of the attribute. True on an empty side.
+    ``target``: one index for every face, or (N, 1) indices, one per face.
     ``distance``: of CIELAB images (N, 1, 3, H, W) and (N, K, 3, H, W) -> (N, K, H, W) (default: ``cie76``)."""
     n, k = candidates.shape[:2]
     cands = lab(candidates.flatten(0, 1)).view(n, k, *edit.shape[1:])
